@@ -1,0 +1,37 @@
+"""tunelab: fine-tune pretrained language models and measure what the adaptation did.
+
+Heavy libraries (torch, transformers) load on first use, so ``import tunelab`` and
+``tunelab --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RunConfig",
+    "TunelabError",
+    "__version__",
+    "evaluate",
+    "load_config",
+    "predict",
+    "train",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("train", "evaluate", "predict", "load_run"):
+        from tunelab import api
+
+        return getattr(api, name)
+    if name in ("RunConfig", "load_config"):
+        from tunelab import config
+
+        return getattr(config, name)
+    if name == "TunelabError":
+        from tunelab.errors import TunelabError
+
+        return TunelabError
+    raise AttributeError(f"module 'tunelab' has no attribute {name!r}")

@@ -1,0 +1,512 @@
+"""The Python API: every CLI command is a thin call into a function here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab import __version__
+from tunelab.config import RunConfig, load_config
+from tunelab.errors import ConfigError, DataError, RunDirError, TunelabError
+from tunelab.utils.io import (
+    atomic_directory,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_yaml,
+)
+
+# Keys whose change makes a checkpoint meaningless for this run (resume refuses them).
+RESUME_FIXED = (
+    "model",
+    "data",
+    "task",
+    "method",
+    "lora",
+    "training.seed",
+    "training.batch_size",
+    "training.grad_accum",
+    "training.group_by_length",
+)
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns: where the run is and what it measured."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    before: dict[str, Any] | None
+    summary: dict[str, Any]
+    test_metrics: dict[str, Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+# -- helpers --------------------------------------------------------------------------------
+def choose_precision(requested: str) -> str:
+    """Accelerate's mixed_precision value for ``training.precision``."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if requested == "fp32":
+        return "no"
+    if requested == "fp16":
+        if not cuda:
+            raise ConfigError("training.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
+        return "fp16"
+    bf16_ok = torch.cuda.is_bf16_supported() if cuda else _cpu_bf16()
+    if requested == "bf16":
+        if not bf16_ok and cuda:
+            raise ConfigError(
+                "training.precision=bf16: this GPU has no bf16 support; use fp16 or fp32"
+            )
+        return "bf16"
+    return "bf16" if bf16_ok else "no"
+
+
+def _cpu_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def make_accelerator(cfg: RunConfig):
+    import torch
+    from accelerate import Accelerator
+
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)
+    return Accelerator(mixed_precision=choose_precision(cfg.training.precision))
+
+
+def _console(accelerator=None):
+    from rich.console import Console
+
+    if accelerator is not None and not accelerator.is_main_process:
+        return None
+    return Console(stderr=True)
+
+
+def _held_out(table, fraction: float, seed: int):
+    """Split a table into (train, validation) with a seeded permutation."""
+    import numpy as np
+
+    from tunelab.data.sources import Table
+
+    n = len(table)
+    n_val = max(1, int(round(n * fraction)))
+    if n - n_val < 1:
+        raise DataError(f"{table.source}: {n} row(s) are too few to hold out a validation fraction")
+    perm = np.random.default_rng([seed, 7]).permutation(n)
+    pick = lambda idx: Table(
+        table.source,
+        table.columns,
+        [table.rows[i] for i in idx],  # noqa: E731
+        [table.row_ids[i] for i in idx],
+        [],
+    )
+    return pick(sorted(perm[n_val:])), pick(sorted(perm[:n_val]))
+
+
+def _subsample(table, k: int, seed: int):
+    import numpy as np
+
+    from tunelab.data.sources import Table
+
+    if k >= len(table):
+        return table
+    idx = sorted(np.random.default_rng([seed, 11]).choice(len(table), size=k, replace=False))
+    return Table(
+        table.source,
+        table.columns,
+        [table.rows[i] for i in idx],
+        [table.row_ids[i] for i in idx],
+        table.skipped,
+    )
+
+
+def build_task(cfg: RunConfig, tokenizer, train_table=None, meta: dict | None = None):
+    from tunelab.tasks import get_task
+
+    cls = get_task(cfg.task.type)
+    if meta is not None:
+        return cls.from_metadata(meta, tokenizer)
+    return cls.from_config(cfg, train_table, tokenizer)
+
+
+def load_splits(cfg: RunConfig, task, train_table=None) -> dict[str, Any]:
+    """Tokenized train/validation/test splits for ``cfg`` (validation carved from train if unset)."""
+    from tunelab.data.sources import read_table
+
+    d = cfg.data
+    if train_table is None:
+        train_table = read_table(d.train, split=d.train_split, on_error=d.on_error)
+    splits: dict[str, Any] = {}
+    if d.validation:
+        train_t = train_table
+        val = task.load_split(
+            d.validation, "validation", hub_split=d.validation_split, on_error=d.on_error
+        )
+    else:
+        train_t, val_t = _held_out(train_table, d.validation_fraction, cfg.training.seed)
+        val = task.table_to_split(val_t, "validation", on_error=d.on_error)
+    if d.max_train_rows:
+        train_t = _subsample(train_t, d.max_train_rows, cfg.training.seed)
+    splits["train"] = task.table_to_split(train_t, "train", on_error=d.on_error)
+    splits["validation"] = val
+    if d.test:
+        splits["test"] = task.load_split(
+            d.test, "test", hub_split=d.test_split, on_error=d.on_error
+        )
+    return splits
+
+
+def _diff_keys(old: dict, new: dict, keys: tuple[str, ...]) -> list[str]:
+    def get(d: dict, dotted: str):
+        for part in dotted.split("."):
+            d = d.get(part, {}) if isinstance(d, dict) else None
+        return d
+
+    changed = []
+    for k in keys:
+        a, b = get(old, k), get(new, k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{k}.{s}" for s in sorted(set(a) | set(b)) if a.get(s) != b.get(s)]
+        elif a != b:
+            changed.append(k)
+    return changed
+
+
+def _run_name(cfg: RunConfig, accelerator) -> str:
+    from accelerate.utils import broadcast_object_list
+
+    if cfg.output.name:
+        return cfg.output.name
+    from tunelab.models.registry import resolve_model
+
+    short = resolve_model(cfg.model.name).short_name if accelerator.is_main_process else ""
+    obj = [f"{short}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(obj)
+    return obj[0]
+
+
+def _prepare_run_dir(cfg: RunConfig, accelerator) -> tuple[Path, dict | None]:
+    """Create (or reopen for resume) the run directory; return it and a checkpoint to resume."""
+    from tunelab.training.checkpoint import latest_checkpoint
+
+    run_dir = Path(cfg.output.dir) / _run_name(cfg, accelerator)
+    resume = None
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if cfg.resume:
+        if not exists and cfg.resume is True:
+            raise RunDirError(f"resume: run directory {run_dir} does not exist; nothing to resume")
+        con = _console(accelerator)
+        warn = (lambda m: con.print(f"[yellow]{m}")) if con else None
+        resume = latest_checkpoint(run_dir / "checkpoints", warn=warn) if exists else None
+        if resume is None and cfg.resume is True:
+            raise RunDirError(f"resume: {run_dir} holds no complete checkpoint to resume from")
+        if resume is not None:
+            changed = _diff_keys(resume["state"]["config"], cfg.to_dict(), RESUME_FIXED)
+            if changed:
+                raise RunDirError(
+                    f"resume refused: {', '.join(changed)} changed since the checkpoint in "
+                    f"{resume['path']}; start a new run (another output.name) instead"
+                )
+    if exists and resume is None:
+        if not cfg.output.overwrite:
+            raise RunDirError(
+                f"run directory {run_dir} already exists; choose another output.name, "
+                "set output.overwrite=true to replace it, or resume=true to continue it"
+            )
+        if accelerator.is_main_process:
+            shutil.rmtree(run_dir)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    return run_dir, resume
+
+
+def _file_size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def _write_eval(
+    run_dir: Path, name: str, metrics: dict, rows: list[dict], save_predictions: bool
+) -> None:
+    atomic_write_json(run_dir / "eval" / f"{name}.json", metrics)
+    if save_predictions:
+        atomic_write_jsonl(run_dir / "predictions" / f"{name}.jsonl", rows)
+
+
+# -- train ----------------------------------------------------------------------------------
+def train(
+    config: str | os.PathLike | dict | RunConfig, overrides: list[str] | dict | None = None
+) -> RunResult:
+    """Fine-tune as ``config`` says; return the run directory and its measurements."""
+    from accelerate.utils import set_seed
+
+    from tunelab.data.sources import read_table
+    from tunelab.methods import get_method
+    from tunelab.methods.base import parameter_report
+    from tunelab.models.loading import load_tokenizer
+    from tunelab.models.registry import resolve_model
+    from tunelab.training.loop import Trainer
+
+    cfg = load_config(config, overrides)
+    if not cfg.data.train:
+        raise ConfigError("data.train: no training data given (a file path or hub:ID)")
+    accelerator = make_accelerator(cfg)
+    console = _console(accelerator)
+    set_seed(cfg.training.seed)
+    run_dir, resume = _prepare_run_dir(cfg, accelerator)
+    resolved = resolve_model(cfg.model.name, cfg.model.revision)
+    with accelerator.main_process_first():  # a GGUF conversion happens once, on the main process
+        tokenizer = load_tokenizer(resolved, cfg.model.trust_remote_code)
+    d = cfg.data
+    train_table = read_table(d.train, split=d.train_split, on_error=d.on_error)
+    task = build_task(cfg, tokenizer, train_table)
+    splits = load_splits(cfg, task, train_table)
+    for s in splits.values():
+        if s.skipped and console:
+            console.print(
+                f"[yellow]{s.name}: skipped {len(s.skipped)} malformed row(s): "
+                + "; ".join(f"row {r}: {w}" for r, w in s.skipped[:5])
+            )
+    set_seed(cfg.training.seed)  # the head's initialisation does not depend on data loading
+    model = task.build_model(resolved, cfg.model.trust_remote_code)
+    method = get_method(cfg.method)
+    model = method.apply(model, cfg, task.head_modules(model))
+    params = parameter_report(model)
+    if console:
+        console.print(
+            f"[bold]tunelab[/] {cfg.method} on {resolved.name} ({resolved.source}) · "
+            f"train {len(splits['train'])} · validation {len(splits['validation'])} · "
+            f"trainable {params['trainable']:,} / {params['total']:,} ({params['trainable_pct']:.2f}%) · "
+            f"precision {accelerator.mixed_precision} · processes {accelerator.num_processes}"
+        )
+    run_info = {
+        "tunelab_version": __version__,
+        "status": "running",
+        "model": {
+            "name": resolved.name,
+            "source": resolved.source,
+            "path": resolved.path,
+            "gguf_file": resolved.gguf_file,
+        },
+        "task": task.metadata(),
+        "method": cfg.method,
+        "parameters": params,
+        "data": {k: len(v) for k, v in splits.items()},
+        "skipped_rows": {k: [list(x) for x in v.skipped] for k, v in splits.items() if v.skipped},
+        "processes": accelerator.num_processes,
+        "precision": accelerator.mixed_precision,
+    }
+    if accelerator.is_main_process:
+        atomic_write_yaml(run_dir / "config.yaml", cfg.to_dict())
+        atomic_write_json(run_dir / "run.json", run_info)
+    trainer = Trainer(
+        cfg,
+        accelerator,
+        model,
+        method,
+        task,
+        splits["train"],
+        splits["validation"],
+        run_dir,
+        console,
+    )
+    t0 = time.perf_counter()
+    summary = trainer.fit(resume_from=resume)
+    summary["wall_seconds"] = time.perf_counter() - t0
+    model = trainer.model
+    # final evaluation with the selected weights
+    results: dict[str, Any] = {}
+    for name in [n for n in ("validation", "test") if n in splits]:
+        metrics, rows = task.evaluate(model, splits[name], trainer.eval_bs, accelerator)
+        results[name] = metrics
+        if accelerator.is_main_process:
+            _write_eval(run_dir, name, metrics, rows, cfg.output.save_predictions)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        with atomic_directory(run_dir / "model") as tmp:
+            method.save(unwrapped, tmp)
+            tokenizer.save_pretrained(tmp)
+        run_info.update(
+            status="completed",
+            summary=summary,
+            saved_model_mb=round(_file_size_mb(run_dir / "model"), 3),
+            final={
+                k: {m: v for m, v in r.items() if isinstance(v, (int, float))}
+                for k, r in results.items()
+            },
+        )
+        atomic_write_json(run_dir / "run.json", run_info)
+    accelerator.wait_for_everyone()
+    if console:
+        _print_result(console, summary, results)
+    return RunResult(
+        run_dir, results["validation"], summary.get("before"), summary, results.get("test"), params
+    )
+
+
+def _print_result(console, summary: dict, results: dict) -> None:
+    from rich.table import Table as RTable
+
+    t = RTable(title="results")
+    t.add_column("split")
+    for c in ("accuracy", "f1_macro", "precision_macro", "recall_macro"):
+        t.add_column(c, justify="right")
+    if summary.get("before"):
+        b = summary["before"]
+        t.add_row(
+            "validation (before)",
+            *[
+                f"{b.get(c, float('nan')):.4f}"
+                for c in ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+            ],
+        )
+    for name, m in results.items():
+        t.add_row(
+            f"{name} (after)",
+            *[
+                f"{m.get(c, float('nan')):.4f}"
+                for c in ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+            ],
+        )
+    console.print(t)
+    console.print(
+        f"{summary['steps']} steps · {summary['examples_per_s']:.1f} train examples/s · "
+        f"peak RSS {summary['peak_rss_mb']:.0f} MB · skipped steps {summary['skipped_steps']}"
+    )
+
+
+# -- using a finished run ---------------------------------------------------------------------
+@dataclass
+class LoadedRun:
+    """A finished run, ready for evaluation or prediction."""
+
+    run_dir: Path
+    config: RunConfig
+    task: Any
+    model: Any
+    accelerator: Any
+    info: dict[str, Any]
+
+
+def load_run(run_dir: str | os.PathLike) -> LoadedRun:
+    """Load a completed run's model (base + method weights) and task."""
+    from tunelab.methods import get_method
+    from tunelab.models.loading import load_tokenizer
+    from tunelab.models.registry import ResolvedModel, resolve_model
+
+    run_dir = Path(run_dir)
+    info_path = run_dir / "run.json"
+    if not info_path.is_file():
+        raise RunDirError(f"{run_dir} is not a tunelab run directory (no run.json)")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    if info.get("status") != "completed" or not (run_dir / "model").is_dir():
+        raise RunDirError(
+            f"{run_dir}: the run did not complete (status {info.get('status')!r}); "
+            "resume it with resume=true"
+        )
+    cfg = load_config(run_dir / "config.yaml")
+    cfg.training.progress = False
+    m = info["model"]
+    try:
+        resolved = resolve_model(cfg.model.name, cfg.model.revision)
+    except TunelabError:
+        resolved = ResolvedModel(m["name"], m["source"], m["path"], m.get("gguf_file"))
+    accelerator = make_accelerator(cfg)
+    tokenizer = load_tokenizer(ResolvedModel(m["name"], "local", str(run_dir / "model")))
+    task = build_task(cfg, tokenizer, meta=info["task"])
+    method = get_method(cfg.method)
+    base = task.build_model(resolved, cfg.model.trust_remote_code)
+    model = method.load(base, run_dir / "model")
+    model = accelerator.prepare(model)
+    model.eval()
+    return LoadedRun(run_dir, cfg, task, model, accelerator, info)
+
+
+def evaluate(
+    run_dir: str | os.PathLike,
+    split: str = "validation",
+    file: str | None = None,
+    columns: dict[str, str] | None = None,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """Score a finished run on one of its splits or on any labelled file; write the results."""
+    run = load_run(run_dir)
+    cfg, task = run.config, run.task
+    for key, col in (columns or {}).items():
+        setattr(task, key, col)
+    bs = batch_size or cfg.training.eval_batch_size or 2 * cfg.training.batch_size
+    if file:
+        data = task.load_split(file, Path(file).stem, on_error=cfg.data.on_error)
+        name = f"file-{Path(file).stem}"
+    else:
+        if split not in ("train", "validation", "test"):
+            raise ConfigError(f"--split must be train, validation or test, not {split!r}")
+        if split == "test" and not cfg.data.test:
+            raise DataError("this run has no test data (data.test); pass --file instead")
+        data = load_splits(cfg, task)[split]
+        name = split
+    metrics, rows = task.evaluate(run.model, data, bs, run.accelerator)
+    if run.accelerator.is_main_process:
+        _write_eval(run.run_dir, name, metrics, rows, True)
+    metrics["_written"] = str(run.run_dir / "eval" / f"{name}.json")
+    return metrics
+
+
+def predict(
+    run_dir: str | os.PathLike,
+    texts: list[str] | None = None,
+    file: str | None = None,
+    text_pairs: list[str] | None = None,
+    batch_size: int = 64,
+) -> list[dict[str, Any]]:
+    """Labels with probabilities for texts (or a file's text column), in input order."""
+    from tunelab.tasks.base import Split
+
+    run = load_run(run_dir)
+    task = run.task
+    if file:
+        split = task.load_split(
+            file, "predict", require_labels=False, on_error=run.config.data.on_error
+        )
+    else:
+        if not texts:
+            raise DataError("nothing to predict: give texts (--text) or a file (--file)")
+        if any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise DataError("every --text must be non-empty")
+        if task.text_pair_column and (not text_pairs or len(text_pairs) != len(texts)):
+            raise DataError("this model classifies text pairs: give one --text-pair per --text")
+        if text_pairs and not task.text_pair_column:
+            raise DataError("this model classifies single texts; --text-pair is not used")
+        feats = task.encode(texts, text_pairs)
+        records = [
+            {"text": t, **({"text_pair": p} if text_pairs else {})}
+            for t, p in zip(texts, text_pairs or [None] * len(texts))
+        ]
+        split = Split("predict", feats, records)
+    probs = task.predict_proba(run.model, split, batch_size, run.accelerator)
+    out = []
+    for rec, p in zip(split.records, probs):
+        best = max(range(len(p)), key=p.__getitem__)
+        out.append(
+            {
+                **rec,
+                "label": task.labels[best],
+                "probabilities": {n: round(q, 6) for n, q in zip(task.labels, p)},
+            }
+        )
+    return out

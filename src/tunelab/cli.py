@@ -1,0 +1,240 @@
+"""The `tunelab` command: a thin map from subcommands to :mod:`tunelab.api` functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _overrides_help() -> str:
+    from tunelab.config import config_help
+
+    return "config keys (set in YAML or as key=value):\n" + config_help()
+
+
+def _cmd_demo(args) -> int:
+    from tunelab.demo import run_demo
+
+    res = run_demo(args.overrides)
+    before = (res.before or {}).get("accuracy")
+    after = res.metrics["accuracy"]
+    test = (res.test_metrics or {}).get("accuracy")
+    print(f"accuracy before (untrained head): {before:.3f}" if before is not None else "")
+    print(
+        f"accuracy after:  {after:.3f} (validation)"
+        + (f", {test:.3f} (test)" if test is not None else "")
+    )
+    print(f"run directory: {res.run_dir}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from tunelab.api import train
+
+    overrides = list(args.overrides)
+    if args.resume:
+        overrides.append("resume=true")
+    res = train(args.config, overrides)
+    print(f"run directory: {res.run_dir}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from tunelab.api import evaluate
+
+    cols = {
+        k: v
+        for k, v in (
+            ("text_column", args.text_column),
+            ("label_column", args.label_column),
+            ("text_pair_column", args.text_pair_column),
+        )
+        if v
+    }
+    m = evaluate(
+        args.run_dir, split=args.split, file=args.file, columns=cols, batch_size=args.batch_size
+    )
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{args.file or args.split} · n={m['n']}")
+    for c in ("label", "precision", "recall", "f1", "support"):
+        t.add_column(c, justify="right" if c != "label" else "left")
+    for name, pc in m["per_class"].items():
+        t.add_row(
+            name,
+            f"{pc['precision']:.4f}",
+            f"{pc['recall']:.4f}",
+            f"{pc['f1']:.4f}",
+            str(pc["support"]),
+        )
+    t.add_row(
+        "macro",
+        f"{m['precision_macro']:.4f}",
+        f"{m['recall_macro']:.4f}",
+        f"{m['f1_macro']:.4f}",
+        str(m["n"]),
+    )
+    con = Console()
+    con.print(t)
+    con.print(f"accuracy {m['accuracy']:.4f} · written to {m['_written']}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from tunelab.api import predict
+    from tunelab.errors import RunDirError
+
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        raise RunDirError(f"{args.output} exists; pass --overwrite to replace it")
+    rows = predict(args.run_dir, texts=args.text, file=args.file, text_pairs=args.text_pair)
+    if args.output:
+        from tunelab.utils.io import atomic_write_jsonl
+
+        atomic_write_jsonl(args.output, rows)
+        print(f"{len(rows)} predictions written to {args.output}")
+        return 0
+    for r in rows:
+        if args.json:
+            print(json.dumps(r, ensure_ascii=False))
+        else:
+            probs = "  ".join(f"{k}={v:.3f}" for k, v in r["probabilities"].items())
+            print(f"{r['label']}\t{probs}\t{r['text']}")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunelab.models import list_models
+
+    t = Table(title="embedded models")
+    for c in ("name", "kind", "installed", "converted cache", "description / install"):
+        t.add_column(c)
+    for m in list_models():
+        t.add_row(
+            m["name"],
+            m["kind"],
+            "yes" if m["installed"] else "no",
+            "yes" if m["cached"] else "-",
+            m["description"] if m["installed"] else m["install"],
+        )
+    Console().print(t)
+    print("Also accepted: a local transformers folder, a .gguf file, or a hub id (when online).")
+    return 0
+
+
+def _cmd_methods(args) -> int:
+    from tunelab.methods import get_method, method_names
+
+    for n in method_names():
+        print(f"{n:10s} {get_method(n).description}")
+    return 0
+
+
+def _cmd_config(args) -> int:
+    import yaml
+
+    from tunelab.config import load_config
+
+    print(
+        yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end=""
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tunelab",
+        description="Fine-tune pretrained language models and measure what the adaptation did.",
+    )
+    from tunelab import __version__
+
+    p.add_argument("--version", action="version", version=f"tunelab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    s = sub.add_parser("demo", help="LoRA-tune the embedded MiniLM on a built-in sentiment set")
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser(
+        "train", help="fine-tune from a YAML config", formatter_class=fmt, epilog=_LazyEpilog()
+    )
+    s.add_argument("config", help="YAML config file")
+    s.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="e.g. training.lr=1e-4 method=full"
+    )
+    s.add_argument(
+        "--resume", action="store_true", help="continue from the newest complete checkpoint"
+    )
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("eval", help="score a finished run on a split or a labelled file")
+    s.add_argument("run_dir")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument(
+        "--split", default="validation", help="train, validation or test (default validation)"
+    )
+    g.add_argument("--file", help="a labelled data file")
+    s.add_argument("--text-column")
+    s.add_argument("--text-pair-column")
+    s.add_argument("--label-column")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    s.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("predict", help="labels with probabilities from a finished run")
+    s.add_argument("run_dir")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    g.add_argument("--file", help="a data file with the run's text column")
+    s.add_argument("--text-pair", action="append", help="second text, one per --text")
+    s.add_argument("--output", help="write predictions as JSONL here")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--json", action="store_true", help="print one JSON object per line")
+    s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("models", help="list embedded and installed models")
+    s.set_defaults(func=_cmd_models)
+    s = sub.add_parser("methods", help="list training methods")
+    s.set_defaults(func=_cmd_methods)
+    s = sub.add_parser("config", help="print the resolved config (defaults filled in)")
+    s.add_argument("config", nargs="?")
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.set_defaults(func=_cmd_config)
+    return p
+
+
+class _LazyEpilog(str):
+    """Config-key help, built only when --help is printed."""
+
+    def __new__(cls):
+        return super().__new__(cls, "")
+
+    def __str__(self) -> str:  # pragma: no cover - exercised by --help
+        return _overrides_help()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tunelab.errors import TunelabError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TunelabError as e:
+        print(f"tunelab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tunelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""The typed run configuration: the single source of truth for YAML, ``key=value`` and Python.
+
+Every field carries its documentation once (``Field(description=...)``); ``tunelab train --help``
+and the README's reference are generated from it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tunelab.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        "minilm-l6",
+        description="Embedded model name (see `tunelab models`), a local transformers folder, "
+        "a .gguf file, or a hub id such as `bert-base-uncased`.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(
+        False, description="Allow code shipped with a hub model to run. Off unless set here."
+    )
+    max_length: int = Field(128, ge=8, le=32768, description="Tokens kept per example.")
+
+
+class DataConfig(Section):
+    train: str | None = Field(
+        None,
+        description="Training data: a .csv/.tsv/.jsonl/.json/.parquet file, or `hub:ID[:CONFIG]`.",
+    )
+    validation: str | None = Field(
+        None, description="Validation data (same forms); if unset, a seeded held-out fraction."
+    )
+    test: str | None = Field(None, description="Optional test data, scored at the end.")
+    train_split: str = Field("train", description="Split name for hub datasets.")
+    validation_split: str = Field("validation", description="Split name for hub datasets.")
+    test_split: str = Field("test", description="Split name for hub datasets.")
+    text_column: str = Field("text", description="Column holding the (first) text.")
+    text_pair_column: str | None = Field(None, description="Column holding the second text.")
+    label_column: str = Field("label", description="Column holding the label.")
+    labels: list[str] | None = Field(
+        None,
+        description="Label names in index order. If unset: the sorted distinct training labels.",
+    )
+    validation_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Held-out share of train when no validation is given."
+    )
+    max_train_rows: int | None = Field(
+        None, ge=1, description="Use a seeded random subset of this many training rows."
+    )
+    on_error: Literal["strict", "skip"] = Field(
+        "strict",
+        description="Malformed rows: `strict` stops with their row numbers, `skip` drops, "
+        "counts and reports them.",
+    )
+
+
+class TaskConfig(Section):
+    type: Literal["classification"] = Field(
+        "classification", description="What the model learns to do."
+    )
+
+
+class LoraConfig(Section):
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None,
+        description="Module names to adapt, or `all-linear`. Unset: attention and MLP "
+        "projections of the model family.",
+    )
+    train_head: bool = Field(
+        True, description="Train the task head (classifier and pooler) fully alongside LoRA."
+    )
+
+
+class TrainingConfig(Section):
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Optimizer steps; overrides `epochs` when set."
+    )
+    batch_size: int = Field(32, ge=1, description="Examples per device per micro-batch.")
+    eval_batch_size: int | None = Field(None, ge=1, description="Defaults to 2 × batch_size.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(5e-5, gt=0, lt=1.0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases/norms).")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming up.")
+    scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="Learning-rate decay after warmup."
+    )
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; unset: off.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="`auto`: bf16 autocast where the CPU/GPU supports it, else fp32.",
+    )
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together (less padding)."
+    )
+    eval_every: int | None = Field(
+        None, ge=1, description="Evaluate every N optimizer steps; unset: at each epoch end."
+    )
+    eval_before: bool = Field(True, description="Score the untrained model first.")
+    save_every: int | None = Field(
+        None, ge=1, description="Write a resumable checkpoint every N steps; unset: at evals."
+    )
+    save_checkpoints: bool = Field(True, description="Write resumable checkpoints at all.")
+    keep_last: int = Field(2, ge=1, description="Complete checkpoints kept on disk.")
+    metric: str = Field("accuracy", description="Validation metric for best model / stopping.")
+    greater_is_better: bool | None = Field(None, description="Unset: inferred from the metric.")
+    load_best: bool = Field(True, description="End with the weights of the best evaluation.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without improvement."
+    )
+    max_bad_steps: int = Field(
+        5, ge=1, description="Stop after this many consecutive non-finite loss/gradient steps."
+    )
+    seed: int = Field(42, description="Seed for data order, initialisation and dropout.")
+    log_every: int = Field(10, ge=1, description="Log training loss every N optimizer steps.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; unset: default.")
+    progress: bool = Field(True, description="Show a progress bar.")
+
+
+class OutputConfig(Section):
+    dir: str = Field("runs", description="Folder holding run directories.")
+    name: str | None = Field(
+        None, description="Run directory name; unset: `<model>-<method>-<timestamp>`."
+    )
+    overwrite: bool = Field(False, description="Replace an existing run directory of that name.")
+    save_predictions: bool = Field(True, description="Write per-example predictions.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "/" in v or "\\" in v or v in {".", ".."}):
+            raise ValueError("must be a plain folder name (no slashes)")
+        return v
+
+
+class RunConfig(Section):
+    """A complete fine-tuning run."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    method: str = Field("lora", description="Training method; see `tunelab methods`.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    resume: bool | Literal["auto"] = Field(
+        False,
+        description="`true`: continue the named run from its newest complete checkpoint; "
+        "`auto`: do so when one exists, else start fresh.",
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from tunelab.methods import method_names
+
+        if v not in method_names():
+            raise ValueError(f"unknown method {v!r}; allowed: {', '.join(method_names())}")
+        return v
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-safe dict of every value (defaults included)."""
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(config)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            section = _section_for(e["loc"][:-1])
+            allowed = ", ".join(section.model_fields) if section else ""
+            msg = f"unknown key; allowed here: {allowed}"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{key}: {msg}")
+    return "invalid config: " + "; ".join(lines)
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    cls: type[BaseModel] = RunConfig
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            return None
+        cls = field.annotation
+    return cls
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["training.lr=1e-4", "method=full"]`` into a nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value (e.g. training.lr=1e-4)"
+            )
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {p!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _deep_merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def load_config(
+    source: str | os.PathLike | dict | RunConfig | None = None,
+    overrides: list[str] | dict | None = None,
+) -> RunConfig:
+    """Build a validated :class:`RunConfig` from a YAML path, a dict or a config, plus overrides.
+
+    Relative data paths in a YAML file are taken relative to the current directory, as a
+    user types them on the command line.
+    """
+    if isinstance(source, RunConfig):
+        data = source.to_dict()
+    elif isinstance(source, dict):
+        data = dict(source)
+    elif source is None:
+        data = {}
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{path} must hold a mapping of config sections, not {type(data).__name__}"
+            )
+    if overrides:
+        extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        data = _deep_merge(data, extra)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e)) from None
+
+
+def config_help() -> str:
+    """Every config key with its type, default and documentation (for `--help` and docs)."""
+    lines: list[str] = []
+
+    def walk(cls: type[BaseModel], prefix: str) -> None:
+        for name, field in cls.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+                continue
+            default = field.get_default(call_default_factory=True)
+            lines.append(f"  {prefix}{name} = {default!r}\n      {field.description or ''}")
+
+    walk(RunConfig, "")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Data: reading sources, demo data, batching."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics and (later) suites, robustness, fairness, human ratings."""

@@ -1,0 +1,52 @@
+"""Task metrics, computed by scikit-learn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: metrics where lower is better (everything else: higher is better)
+LOWER_IS_BETTER = {"loss", "eval_loss", "perplexity"}
+
+
+def classification_metrics(
+    y_true: list[int], y_pred: list[int], labels: list[str]
+) -> dict[str, Any]:
+    """Accuracy, macro and per-class precision/recall/F1, and the confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    ids = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    mp, mr, mf, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=ids, average="macro", zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision_macro": float(mp),
+        "recall_macro": float(mr),
+        "f1_macro": float(mf),
+        "n": len(y_true),
+        "per_class": {
+            name: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+            }
+            for i, name in enumerate(labels)
+        },
+        "confusion_matrix": {
+            "labels": list(labels),
+            "matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+        },
+    }
+
+
+def greater_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The top-level numeric entries (what goes into metrics.jsonl and progress lines)."""
+    return {
+        k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }

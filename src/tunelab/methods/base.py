@@ -1,0 +1,56 @@
+"""The method seam: choose the trainable set, save in the ecosystem's format, load it back."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+
+class Method(ABC):
+    """A way of adapting a pretrained model (full fine-tuning, LoRA, ...)."""
+
+    name: str
+    description: str = ""
+
+    @abstractmethod
+    def apply(self, model, cfg, head_modules: list[str]):
+        """Return the model prepared for training, with exactly the method's parameters trainable."""
+
+    @abstractmethod
+    def save(self, model, out_dir: Path) -> None:
+        """Write the final model in a format plain transformers / peft load."""
+
+    @abstractmethod
+    def load(self, base_model, out_dir: Path):
+        """Rebuild the trained model from ``save``'s output on top of a freshly loaded base."""
+
+    def unwrap(self, model):
+        """The underlying transformers model (for saving the base or calling generate)."""
+        return model
+
+    def trainable_state(self, model) -> dict[str, Any]:
+        """The trainable tensors, by name (what a checkpoint stores)."""
+        return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, model, state: dict[str, Any]) -> None:
+        import torch
+
+        params = dict(model.named_parameters())
+        missing = [n for n in state if n not in params]
+        if missing:
+            raise KeyError(f"checkpoint holds unknown parameters: {missing[:5]}")
+        with torch.no_grad():
+            for n, t in state.items():
+                params[n].copy_(t)
+
+
+def parameter_report(model) -> dict[str, Any]:
+    """Trainable and total parameter counts and the trainable share (in percent)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "trainable": trainable,
+        "total": total,
+        "trainable_pct": 100.0 * trainable / max(total, 1),
+    }

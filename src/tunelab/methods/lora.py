@@ -1,0 +1,71 @@
+"""LoRA through PEFT; saved as a PEFT adapter folder that ``PeftModel.from_pretrained`` loads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tunelab.errors import ConfigError
+from tunelab.methods.base import Method
+
+# Attention and MLP projections per model family (PEFT's own defaults cover attention only).
+DEFAULT_TARGETS: dict[str, list[str]] = {
+    "bert": ["query", "key", "value", "dense"],
+    "roberta": ["query", "key", "value", "dense"],
+    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "t5": ["q", "k", "v", "o", "wi", "wo", "wi_0", "wi_1"],
+    "bart": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+}
+
+
+class LoraMethod(Method):
+    name = "lora"
+    description = (
+        "Low-rank adapters on the chosen linear layers (PEFT); the task head trains fully."
+    )
+
+    def peft_config(self, model, cfg, head_modules: list[str]):
+        from peft import LoraConfig, TaskType
+
+        lc = cfg.lora
+        targets = lc.target_modules
+        if targets is None:
+            mtype = getattr(model.config, "model_type", "")
+            targets = DEFAULT_TARGETS.get(mtype, "all-linear")
+        heads = list(head_modules) if lc.train_head else []
+        exclude = None
+        if heads and isinstance(targets, list):
+            # The head trains in full; keep LoRA off its layers (e.g. BERT's pooler.dense).
+            exclude = rf".*\b({'|'.join(map(re.escape, heads))})\b.*"
+        return LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=lc.r,
+            lora_alpha=lc.alpha,
+            lora_dropout=lc.dropout,
+            target_modules=targets,
+            exclude_modules=exclude,
+            modules_to_save=heads or None,
+        )
+
+    def apply(self, model, cfg, head_modules: list[str]):
+        from peft import get_peft_model
+
+        pc = self.peft_config(model, cfg, head_modules)
+        try:
+            return get_peft_model(model, pc)
+        except ValueError as e:
+            raise ConfigError(f"lora.target_modules: {str(e).splitlines()[0]}") from None
+
+    def save(self, model, out_dir: Path) -> None:
+        model.save_pretrained(out_dir, safe_serialization=True)
+
+    def load(self, base_model, out_dir: Path):
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base_model, out_dir)
+
+    def unwrap(self, model):
+        return model.get_base_model()

@@ -1,0 +1,1 @@
+"""Reporting: progress display, tables (and later HTML reports and plots)."""

@@ -1,0 +1,16 @@
+"""Tasks: how rows become model inputs, how predictions are made and scored."""
+
+from __future__ import annotations
+
+from tunelab.tasks.base import Split, Task
+
+
+def get_task(kind: str) -> type[Task]:
+    """Task class for ``task.type``."""
+    from tunelab.tasks.classification import ClassificationTask
+
+    tasks: dict[str, type[Task]] = {"classification": ClassificationTask}
+    return tasks[kind]
+
+
+__all__ = ["Split", "Task", "get_task"]

@@ -1,0 +1,263 @@
+"""Sequence classification: single text or text pair, any number of named labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunelab.data.sources import RowProblems, Table, check_columns, is_missing, read_table
+from tunelab.errors import DataError
+from tunelab.tasks.base import Split, Task
+
+HEAD_NAMES = ("classifier", "score", "pre_classifier", "pooler", "classification_head")
+
+
+def label_key(value: Any) -> str:
+    """Canonical string for a label value (``1``, ``1.0`` and ``"1"`` agree)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def infer_labels(values: list[Any]) -> list[str]:
+    keys = sorted({label_key(v) for v in values if not is_missing(v) and label_key(v) != ""})
+    try:
+        return sorted(keys, key=int)
+    except ValueError:
+        return keys
+
+
+class ClassificationTask(Task):
+    kind = "classification"
+    auto_class = "AutoModelForSequenceClassification"
+
+    def __init__(
+        self,
+        labels: list[str],
+        text_column: str = "text",
+        text_pair_column: str | None = None,
+        label_column: str = "label",
+        max_length: int = 128,
+        tokenizer=None,
+    ):
+        if len(labels) < 2:
+            raise DataError(f"classification needs at least 2 labels, found {labels}")
+        self.labels = list(labels)
+        self.label2id = {name: i for i, name in enumerate(self.labels)}
+        self.text_column, self.text_pair_column = text_column, text_pair_column
+        self.label_column, self.max_length = label_column, max_length
+        self.tokenizer = tokenizer
+        if tokenizer is not None:
+            self.pad_id = tokenizer.pad_token_id
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg, train_table: Table | None, tokenizer) -> ClassificationTask:
+        d = cfg.data
+        labels = d.labels
+        if labels is None:
+            if train_table is None:
+                raise DataError("data.labels must be given when there is no training data")
+            labels = infer_labels([r.get(d.label_column) for r in train_table.rows])
+        return cls(
+            labels,
+            d.text_column,
+            d.text_pair_column,
+            d.label_column,
+            cfg.model.max_length,
+            tokenizer,
+        )
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], tokenizer) -> ClassificationTask:
+        return cls(
+            meta["labels"],
+            meta["text_column"],
+            meta.get("text_pair_column"),
+            meta["label_column"],
+            meta["max_length"],
+            tokenizer,
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "labels": self.labels,
+            "text_column": self.text_column,
+            "text_pair_column": self.text_pair_column,
+            "label_column": self.label_column,
+            "max_length": self.max_length,
+        }
+
+    def build_model(self, resolved, trust_remote_code: bool = False):
+        from tunelab.models.loading import load_model
+
+        model = load_model(
+            resolved,
+            self.auto_class,
+            trust_remote_code,
+            num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)),
+            label2id=dict(self.label2id),
+        )
+        if getattr(model.config, "pad_token_id", None) is None and self.tokenizer is not None:
+            # Decoder classifiers find the last real token through the pad id.
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        return model
+
+    def head_modules(self, model) -> list[str]:
+        names = {n.split(".")[-1] for n, _ in model.named_modules()}
+        return [h for h in HEAD_NAMES if h in names]
+
+    # -- data ----------------------------------------------------------------------------
+    def load_split(
+        self,
+        spec: str,
+        name: str,
+        *,
+        hub_split: str = "train",
+        on_error: str = "strict",
+        require_labels: bool = True,
+    ) -> Split:
+        table = read_table(spec, split=hub_split, on_error=on_error)
+        return self.table_to_split(table, name, require_labels=require_labels, on_error=on_error)
+
+    def table_to_split(
+        self, table: Table, name: str, *, require_labels: bool = True, on_error: str = "strict"
+    ) -> Split:
+        check_columns(
+            table,
+            {
+                "text_column": self.text_column,
+                "text_pair_column": self.text_pair_column,
+                "label_column": self.label_column if require_labels else None,
+            },
+        )
+        problems = RowProblems(table.source, on_error)
+        texts, pairs, labels, records = [], [], [], []
+        for row, rid in zip(table.rows, table.row_ids):
+            text = row.get(self.text_column)
+            why = _text_problem(text, self.text_column)
+            pair = None
+            if why is None and self.text_pair_column:
+                pair = row.get(self.text_pair_column)
+                why = _text_problem(pair, self.text_pair_column)
+            label = None
+            if why is None and require_labels:
+                raw = row.get(self.label_column)
+                if is_missing(raw) or label_key(raw) == "":
+                    why = f"label ({self.label_column}) is empty"
+                else:
+                    label = self._label_index(raw)
+                    if label is None:
+                        why = f"label {raw!r} is not one of {self.labels}"
+            if why is not None:
+                problems.add(rid, why)
+                continue
+            texts.append(text)
+            pairs.append(pair)
+            labels.append(label)
+            rec = {"row": rid, "text": text}
+            if self.text_pair_column:
+                rec["text_pair"] = pair
+            if require_labels:
+                rec["label"] = self.labels[label]
+            records.append(rec)
+        skipped = table.skipped + problems.finish()
+        if not texts:
+            raise DataError(
+                f"{table.source}: no usable rows for split {name!r}; the split is empty"
+            )
+        features = self.encode(texts, pairs if self.text_pair_column else None)
+        if require_labels:
+            for f, y in zip(features, labels):
+                f["labels"] = y
+        return Split(name, features, records, skipped)
+
+    def _label_index(self, raw: Any) -> int | None:
+        key = label_key(raw)
+        if key in self.label2id:
+            return self.label2id[key]
+        # integer indices into named labels (e.g. 0/1 with labels [negative, positive])
+        if key.lstrip("-").isdigit() and not any(k.lstrip("-").isdigit() for k in self.labels):
+            i = int(key)
+            return i if 0 <= i < len(self.labels) else None
+        return None
+
+    def encode(self, texts: list[str], pairs: list[str] | None = None) -> list[dict[str, Any]]:
+        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+
+    # -- training and prediction --------------------------------------------------------
+    def loss(self, model, batch: dict[str, Any]):
+        import torch.nn.functional as F
+
+        logits = model(**_model_inputs(batch)).logits
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+    @staticmethod
+    def _logits(model, batch):
+        return model(**_model_inputs(batch)).logits.float()
+
+    def predict_proba(self, model, split: Split, batch_size: int, accelerator) -> list[list[float]]:
+        """Class probabilities for every example of ``split``, in order, on every process."""
+        import torch
+        from accelerate.utils import gather_object
+
+        from tunelab.data.batching import eval_batches
+
+        model.eval()
+        out: list[tuple[int, list[float]]] = []
+        with torch.inference_mode():
+            for idx in eval_batches(
+                split.lengths, batch_size, accelerator.process_index, accelerator.num_processes
+            ):
+                batch = self.collate([split.features[i] for i in idx])
+                batch = {
+                    k: v.to(accelerator.device) if hasattr(v, "to") else v for k, v in batch.items()
+                }
+                with accelerator.autocast():
+                    probs = self._logits(model, batch).softmax(-1).cpu().tolist()
+                out.extend(zip(idx, probs))
+        if accelerator.num_processes > 1:
+            out = gather_object(out)
+        result: list[list[float] | None] = [None] * len(split)
+        for i, p in out:
+            result[i] = p
+        return result  # type: ignore[return-value]
+
+    def evaluate(
+        self, model, split: Split, batch_size: int, accelerator
+    ) -> tuple[dict, list[dict]]:
+        from tunelab.evaluation.metrics import classification_metrics
+
+        probs = self.predict_proba(model, split, batch_size, accelerator)
+        preds = [max(range(len(p)), key=p.__getitem__) for p in probs]
+        y = [f["labels"] for f in split.features]
+        metrics = classification_metrics(y, preds, self.labels)
+        rows = [
+            {
+                **rec,
+                "prediction": self.labels[p],
+                "correct": rec["label"] == self.labels[p],
+                "probabilities": {name: round(q, 6) for name, q in zip(self.labels, prob)},
+            }
+            for rec, p, prob in zip(split.records, preds, probs)
+        ]
+        return metrics, rows
+
+
+def _model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+
+
+def _text_problem(value: Any, column: str) -> str | None:
+    if is_missing(value):
+        return f"{column} is missing"
+    if not isinstance(value, str):
+        return f"{column} is a {type(value).__name__}, not text"
+    if not value.strip():
+        return f"{column} is empty"
+    return None

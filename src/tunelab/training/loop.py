@@ -1,0 +1,406 @@
+"""tunelab's training loop on Accelerate: one loop for every method and task.
+
+It owns the optimizer, schedule, mixed precision, gradient accumulation, clipping,
+non-finite step skipping, periodic evaluation, best-model selection, early stopping,
+complete checkpoints and exact resume. It never branches on the method or the task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.data.batching import BatchSampler
+from tunelab.errors import TunelabError
+from tunelab.evaluation.metrics import greater_is_better, scalar_metrics
+from tunelab.training import checkpoint as ckpt
+from tunelab.utils.io import append_jsonl
+
+
+@dataclass
+class LoopState:
+    """Counters that a checkpoint restores (besides weights, optimizer, RNG and sampler)."""
+
+    step: int = 0
+    examples: int = 0
+    tokens: int = 0
+    train_seconds: float = 0.0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    bad_steps: int = 0
+    skipped_steps: int = 0
+    last_eval_step: int = -1
+    history: list[dict] = field(default_factory=list)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, in MB."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024
+
+
+def lr_lambda(total: int, warmup: int, kind: str):
+    def fn(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        progress = min(max(progress, 0.0), 1.0)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress
+
+    return fn
+
+
+def build_optimizer(model, tc):
+    """AdamW with weight decay off for biases and norm weights; fused/foreach where available."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": tc.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise TunelabError("the method left no trainable parameters")
+    kw = {"lr": tc.lr, "betas": tuple(tc.adam_betas), "eps": tc.adam_eps}
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, foreach=True, **kw)
+
+
+class Trainer:
+    """Runs one training job. Create through :func:`tunelab.api.train`."""
+
+    def __init__(
+        self,
+        cfg,
+        accelerator,
+        model,
+        method,
+        task,
+        train_split,
+        val_split,
+        run_dir: Path,
+        console=None,
+    ):
+        self.cfg, self.tc = cfg, cfg.training
+        self.acc, self.model, self.method, self.task = accelerator, model, method, task
+        self.train_split, self.val_split = train_split, val_split
+        self.run_dir, self.console = run_dir, console
+        self.ckpt_root = run_dir / "checkpoints"
+        self.state = LoopState()
+        tc = self.tc
+        self.sampler = BatchSampler(
+            train_split.lengths,
+            tc.batch_size,
+            seed=tc.seed,
+            group_by_length=tc.group_by_length,
+            world_size=accelerator.num_processes,
+            rank=accelerator.process_index,
+        )
+        self.steps_per_epoch = max(1, math.ceil(self.sampler.batches_per_epoch() / tc.grad_accum))
+        self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * self.steps_per_epoch))
+        self.eval_every = tc.eval_every or self.steps_per_epoch
+        self.greater = (
+            tc.greater_is_better
+            if tc.greater_is_better is not None
+            else greater_is_better(tc.metric)
+        )
+        self.eval_bs = tc.eval_batch_size or 2 * tc.batch_size
+
+        optimizer = build_optimizer(model, tc)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        import torch
+
+        warmup = int(tc.warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(self.total_steps, warmup, tc.scheduler)
+        )
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+    # -- logging -------------------------------------------------------------------------
+    def log(self, row: dict[str, Any]) -> None:
+        if self.acc.is_main_process:
+            append_jsonl(self.run_dir / "metrics.jsonl", row)
+
+    def say(self, msg: str) -> None:
+        if self.acc.is_main_process and self.console is not None:
+            self.console.print(msg)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        from accelerate.utils import gather_object
+
+        rngs = [ckpt.rng_state()]
+        if self.acc.num_processes > 1:
+            rngs = gather_object(rngs)
+        if self.acc.is_main_process:
+            unwrapped = self.acc.unwrap_model(self.model)
+            state = asdict(self.state)
+            state["sampler"] = self.sampler.state_dict()
+            state["config"] = self.cfg.to_dict()
+            ckpt.save_checkpoint(
+                self.ckpt_root,
+                self.state.step,
+                weights=self.method.trainable_state(unwrapped),
+                optimizer_state=self.optimizer.state_dict(),
+                scheduler_state=self.scheduler.state_dict(),
+                rng_states=rngs,
+                loop_state=state,
+                keep_last=self.tc.keep_last,
+            )
+        self.acc.wait_for_everyone()
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue exactly where a checkpoint left off."""
+        state = dict(data["state"])
+        self.sampler.load_state_dict(state.pop("sampler"))
+        state.pop("config", None)
+        self.state = LoopState(**state)
+        self.method.load_trainable_state(self.acc.unwrap_model(self.model), data["weights"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        rngs = data["rng"]
+        if len(rngs) != self.acc.num_processes:
+            raise TunelabError(
+                f"checkpoint {data['path']} was written by {len(rngs)} process(es); "
+                f"resume it with the same number (now {self.acc.num_processes})"
+            )
+        ckpt.set_rng_state(rngs[self.acc.process_index])
+
+    def save_best(self) -> None:
+        if self.acc.is_main_process:
+            from safetensors.torch import save_file
+
+            from tunelab.utils.io import atomic_directory
+
+            weights = self.method.trainable_state(self.acc.unwrap_model(self.model))
+            with atomic_directory(self.ckpt_root / "best") as tmp:
+                save_file(
+                    {k: v.contiguous().cpu() for k, v in weights.items()},
+                    str(tmp / "weights.safetensors"),
+                )
+                (tmp / ckpt.MARKER).write_text(f"step {self.state.step}\n")
+        self.acc.wait_for_everyone()
+
+    def load_best(self) -> None:
+        from safetensors.torch import load_file
+
+        path = self.ckpt_root / "best" / "weights.safetensors"
+        self.method.load_trainable_state(self.acc.unwrap_model(self.model), load_file(str(path)))
+
+    # -- evaluation -------------------------------------------------------------------------
+    def evaluate(self, tag: str = "validation") -> dict[str, Any]:
+        metrics, _ = self.task.evaluate(self.model, self.val_split, self.eval_bs, self.acc)
+        self.model.train()
+        row = {
+            "type": "eval",
+            "split": tag,
+            "step": self.state.step,
+            "epoch": round(self.state.step / self.steps_per_epoch, 4),
+            **scalar_metrics(metrics),
+        }
+        self.log(row)
+        self.state.history.append(row)
+        return metrics
+
+    def _after_eval(self, metrics: dict[str, Any]) -> bool:
+        """Track the best model; return True when early stopping says stop."""
+        if self.tc.metric not in metrics:
+            raise TunelabError(
+                f"training.metric={self.tc.metric!r} is not produced by this task; "
+                f"available: {', '.join(scalar_metrics(metrics))}"
+            )
+        value = float(metrics[self.tc.metric])
+        best = self.state.best_metric
+        improved = best is None or (value > best if self.greater else value < best)
+        if improved:
+            self.state.best_metric, self.state.best_step = value, self.state.step
+            self.state.evals_without_improvement = 0
+            if self.tc.load_best:
+                self.save_best()
+        else:
+            self.state.evals_without_improvement += 1
+        patience = self.tc.early_stopping_patience
+        return patience is not None and self.state.evals_without_improvement >= patience
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _micro_batches(self, it):
+        return [next(it) for _ in range(self.tc.grad_accum)]
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.acc.device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+    def train_step(self, micro: list[list[int]]):
+        """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad_norm, ok)."""
+        import torch
+
+        feats = self.train_split.features
+        n_total = sum(len(b) for b in micro)
+        loss_sum = torch.zeros((), device=self.acc.device)
+        for j, idx in enumerate(micro):
+            batch = self._to_device(self.task.collate([feats[i] for i in idx]))
+            sync = j == len(micro) - 1
+            ctx = contextlib.nullcontext() if sync else self.acc.no_sync(self.model)
+            with ctx:
+                with self.acc.autocast():
+                    loss = self.task.loss(self.model, batch) * (len(idx) / n_total)
+                self.acc.backward(loss)
+            loss_sum += loss.detach().float()
+            self.state.tokens += (
+                int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+            )
+        self.state.examples += n_total * self.acc.num_processes
+        max_norm = self.tc.max_grad_norm if self.tc.max_grad_norm is not None else float("inf")
+        grad_norm = self.acc.clip_grad_norm_(self.params, max_norm)
+        loss_all = (
+            self.acc.reduce(loss_sum, reduction="mean") if self.acc.num_processes > 1 else loss_sum
+        )
+        ok = bool(torch.isfinite(loss_all)) and bool(torch.isfinite(torch.as_tensor(grad_norm)))
+        if ok:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss_all), float(grad_norm), ok
+
+    def fit(self, resume_from: dict[str, Any] | None = None) -> dict[str, Any]:
+        tc = self.tc
+        if resume_from is not None:
+            self.restore(resume_from)
+            self.say(f"resumed from {resume_from['path']} at step {self.state.step}")
+        self.model.train()
+        before = None
+        if resume_from is None and tc.eval_before:
+            before = scalar_metrics(self.evaluate("validation_before"))
+            self.model.train()
+        it = iter(self.sampler)
+        stop_reason = "completed"
+        from tunelab.reporting.progress import TrainProgress
+
+        progress = TrainProgress(
+            self.total_steps,
+            enabled=tc.progress and self.acc.is_main_process,
+            console=self.console,
+            start=self.state.step,
+        )
+        window_loss, window_n, t_window, ex_window = (
+            0.0,
+            0,
+            time.perf_counter(),
+            self.state.examples,
+        )
+        with progress:
+            while self.state.step < self.total_steps:
+                t0 = time.perf_counter()
+                micro = self._micro_batches(it)
+                loss, grad_norm, ok = self.train_step(micro)
+                self.state.train_seconds += time.perf_counter() - t0
+                self.state.step += 1
+                if not ok:
+                    self.state.bad_steps += 1
+                    self.state.skipped_steps += 1
+                    self.log(
+                        {
+                            "type": "skip",
+                            "step": self.state.step,
+                            "loss": loss,
+                            "grad_norm": grad_norm,
+                            "reason": "non-finite loss or gradient",
+                        }
+                    )
+                    self.say(
+                        f"[yellow]step {self.state.step}: non-finite loss/gradient, step skipped"
+                    )
+                    if self.state.bad_steps >= tc.max_bad_steps:
+                        self.save_checkpoint()
+                        raise TunelabError(
+                            f"stopped after {self.state.bad_steps} consecutive non-finite steps "
+                            f"(training.max_bad_steps); checkpoint saved at step {self.state.step}. "
+                            "Lower training.lr or check the data."
+                        )
+                else:
+                    self.state.bad_steps = 0
+                    window_loss, window_n = window_loss + loss, window_n + 1
+                lr = self.scheduler.get_last_lr()[0]
+                if self.state.step % tc.log_every == 0 or self.state.step == self.total_steps:
+                    dt = max(time.perf_counter() - t_window, 1e-9)
+                    eps = (self.state.examples - ex_window) / dt
+                    self.log(
+                        {
+                            "type": "train",
+                            "step": self.state.step,
+                            "epoch": round(self.state.step / self.steps_per_epoch, 4),
+                            "loss": window_loss / max(window_n, 1),
+                            "lr": lr,
+                            "grad_norm": grad_norm,
+                            "examples_per_s": eps,
+                            "examples": self.state.examples,
+                            "tokens": self.state.tokens,
+                        }
+                    )
+                    window_loss, window_n = 0.0, 0
+                    t_window, ex_window = time.perf_counter(), self.state.examples
+                progress.update(
+                    self.state.step,
+                    loss=loss,
+                    lr=lr,
+                    eps=self.state.examples / max(self.state.train_seconds, 1e-9),
+                )
+                at_end = self.state.step >= self.total_steps
+                stop = False
+                if self.state.step % self.eval_every == 0 or at_end:
+                    metrics = self.evaluate()
+                    self.state.last_eval_step = self.state.step
+                    stop = self._after_eval(metrics)
+                    shown = ", ".join(
+                        f"{k}={v:.4f}" for k, v in scalar_metrics(metrics).items() if k != "n"
+                    )
+                    progress.note(f"step {self.state.step}: {shown}")
+                    if tc.save_checkpoints and not tc.save_every:
+                        self.save_checkpoint()
+                if tc.save_checkpoints and tc.save_every and self.state.step % tc.save_every == 0:
+                    self.save_checkpoint()
+                if stop:
+                    stop_reason = "early_stopping"
+                    break
+        if (
+            tc.load_best
+            and self.state.best_step is not None
+            and self.state.best_step != self.state.step
+        ):
+            self.load_best()
+            self.say(
+                f"loaded best weights from step {self.state.best_step} "
+                f"({tc.metric}={self.state.best_metric:.4f})"
+            )
+        return {
+            "stop_reason": stop_reason,
+            "steps": self.state.step,
+            "examples": self.state.examples,
+            "tokens": self.state.tokens,
+            "train_seconds": self.state.train_seconds,
+            "examples_per_s": self.state.examples / max(self.state.train_seconds, 1e-9),
+            "skipped_steps": self.state.skipped_steps,
+            "best_step": self.state.best_step,
+            "best_metric": self.state.best_metric,
+            "metric": tc.metric,
+            "before": before,
+            "peak_rss_mb": peak_rss_mb(),
+        }
