@@ -69,12 +69,20 @@ def choose_precision(requested: str) -> str:
 
 
 def _cpu_bf16() -> bool:
-    import torch
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX).
 
+    torch's own check (``mkldnn._is_mkldnn_bf16_supported``) also says yes for plain AVX-512,
+    where bf16 matmuls are emulated: measured 60 GFLOP/s against 240 in fp32 on such a CPU.
+    """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def make_accelerator(cfg: RunConfig):
@@ -101,18 +109,21 @@ def _held_out(table, fraction: float, seed: int):
     from tunelab.data.sources import Table
 
     n = len(table)
-    n_val = max(1, int(round(n * fraction)))
+    n_val = max(1, round(n * fraction))
     if n - n_val < 1:
         raise DataError(f"{table.source}: {n} row(s) are too few to hold out a validation fraction")
     perm = np.random.default_rng([seed, 7]).permutation(n)
-    pick = lambda idx: Table(
-        table.source,
-        table.columns,
-        [table.rows[i] for i in idx],  # noqa: E731
-        [table.row_ids[i] for i in idx],
-        [],
-    )
-    return pick(sorted(perm[n_val:])), pick(sorted(perm[:n_val]))
+    def pick(idx):
+        return Table(
+            table.source,
+            table.columns,
+            [table.rows[i] for i in idx],
+            [table.row_ids[i] for i in idx],
+            [],
+        )
+    train, val = pick(sorted(perm[n_val:])), pick(sorted(perm[:n_val]))
+    train.skipped = table.skipped  # reported once, with the training split
+    return train, val
 
 
 def _subsample(table, k: int, seed: int):
@@ -147,7 +158,7 @@ def load_splits(cfg: RunConfig, task, train_table=None) -> dict[str, Any]:
 
     d = cfg.data
     if train_table is None:
-        train_table = read_table(d.train, split=d.train_split, on_error=d.on_error)
+        train_table = read_table(d.train, split=d.train_split, on_error=d.on_error, defer=True)
     splits: dict[str, Any] = {}
     if d.validation:
         train_t = train_table
@@ -272,7 +283,7 @@ def train(
     with accelerator.main_process_first():  # a GGUF conversion happens once, on the main process
         tokenizer = load_tokenizer(resolved, cfg.model.trust_remote_code)
     d = cfg.data
-    train_table = read_table(d.train, split=d.train_split, on_error=d.on_error)
+    train_table = read_table(d.train, split=d.train_split, on_error=d.on_error, defer=True)
     task = build_task(cfg, tokenizer, train_table)
     splits = load_splits(cfg, task, train_table)
     for s in splits.values():
@@ -285,6 +296,10 @@ def train(
     model = task.build_model(resolved, cfg.model.trust_remote_code)
     method = get_method(cfg.method)
     model = method.apply(model, cfg, task.head_modules(model))
+    if cfg.training.fast_dropout:
+        from tunelab.training.fast_dropout import use_fast_dropout
+
+        use_fast_dropout(model)
     params = parameter_report(model)
     if console:
         console.print(

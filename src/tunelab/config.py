@@ -76,7 +76,7 @@ class TaskConfig(Section):
 class LoraConfig(Section):
     r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: list[str] | Literal["all-linear"] | None = Field(
         None,
         description="Module names to adapt, or `all-linear`. Unset: attention and MLP "
@@ -133,6 +133,9 @@ class TrainingConfig(Section):
     log_every: int = Field(10, ge=1, description="Log training loss every N optimizer steps.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; unset: default.")
     progress: bool = Field(True, description="Show a progress bar.")
+    fast_dropout: bool = Field(
+        True, description="Use tunelab's faster CPU dropout (same semantics as nn.Dropout)."
+    )
 
 
 class OutputConfig(Section):
@@ -224,6 +227,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                value = float(value) if any(c in value.lower() for c in ".e") else value
+            except ValueError:
+                pass
         node = out
         parts = key.split(".")
         for p in parts[:-1]:

@@ -46,7 +46,9 @@ class RowProblems:
     def add(self, row: int, why: str) -> None:
         self.items.append((row, why))
 
-    def finish(self) -> list[tuple[int, str]]:
+    def finish(self, earlier: list[tuple[int, str]] | None = None) -> list[tuple[int, str]]:
+        """Return the problems (with ``earlier`` ones, row-sorted); raise in strict mode."""
+        self.items = sorted([*(earlier or []), *self.items])
         if self.items and self.on_error == "strict":
             shown = "; ".join(f"row {r}: {w}" for r, w in self.items[:MAX_REPORTED])
             more = (
@@ -190,10 +192,14 @@ def _read_with_datasets(spec: str, fmt: str, split: str) -> tuple[list[str], lis
     return list(ds.column_names), rows, list(range(1, len(rows) + 1))
 
 
-def read_table(spec: str, *, split: str = "train", on_error: str = "strict") -> Table:
-    """Read one split from a file path or ``hub:ID[:CONFIG]`` (``split`` names the hub split)."""
+def read_table(spec: str, *, split: str = "train", on_error: str = "strict", defer: bool = False) -> Table:
+    """Read one split from a file path or ``hub:ID[:CONFIG]`` (``split`` names the hub split).
+
+    With ``defer``, malformed rows are recorded in ``Table.skipped`` even in strict mode, so
+    that the caller can report them together with row-level problems it finds itself.
+    """
     fmt = detect_format(spec)
-    problems = RowProblems(spec, on_error)
+    problems = RowProblems(spec, "skip" if defer else on_error)
     if fmt != "hub":
         path = Path(spec).expanduser()
         if not path.exists():
@@ -207,6 +213,8 @@ def read_table(spec: str, *, split: str = "train", on_error: str = "strict") -> 
     else:
         columns, rows, ids = _read_with_datasets(spec, fmt, split)
     skipped = problems.finish()
+    if not rows and skipped and on_error == "strict":
+        RowProblems(spec, "strict").finish(skipped)
     if not rows:
         what = f" ({len(skipped)} malformed row(s) skipped)" if skipped else ""
         raise DataError(f"{spec}: no usable rows{what}; the split is empty")

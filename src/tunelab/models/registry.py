@@ -6,6 +6,7 @@ Order: an embedded name (a model shipped inside a PyPI wheel) → a local transf
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -164,9 +165,7 @@ def list_models() -> list[dict]:
             "cached": False,
         }
         if pkg is not None and m.gguf:
-            try:
+            with contextlib.suppress(ModelError, OSError):
                 row["cached"] = (gguf_cache_path(resolve_model(m.name)) / "config.json").is_file()
-            except (ModelError, OSError):
-                pass
         rows.append(row)
     return rows

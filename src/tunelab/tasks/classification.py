@@ -120,7 +120,7 @@ class ClassificationTask(Task):
         on_error: str = "strict",
         require_labels: bool = True,
     ) -> Split:
-        table = read_table(spec, split=hub_split, on_error=on_error)
+        table = read_table(spec, split=hub_split, on_error=on_error, defer=True)
         return self.table_to_split(table, name, require_labels=require_labels, on_error=on_error)
 
     def table_to_split(
@@ -164,7 +164,7 @@ class ClassificationTask(Task):
             if require_labels:
                 rec["label"] = self.labels[label]
             records.append(rec)
-        skipped = table.skipped + problems.finish()
+        skipped = problems.finish(table.skipped)
         if not texts:
             raise DataError(
                 f"{table.source}: no usable rows for split {name!r}; the split is empty"

@@ -1,0 +1,58 @@
+"""Helpers for tests: tiny datasets and configs."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+FILLER = ("the a this that movie film plot story acting music scene cast it was is felt seemed "
+          "quite very rather really somewhat and but with of to in for on").split()
+POSITIVE = "good great wonderful superb lovely fun brilliant".split()
+NEGATIVE = "bad awful boring terrible dull weak poor".split()
+NEUTRAL = "okay average plain".split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def keyword_rows(n: int, seed: int, labels=("negative", "positive")) -> list[dict]:
+    """Rows whose label is decided by one sentiment word among filler (easy to learn)."""
+    rng = random.Random(seed)
+    words = {"negative": NEGATIVE, "positive": POSITIVE, "neutral": NEUTRAL}
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        toks = [rng.choice(FILLER) for _ in range(rng.randint(3, 10))]
+        toks.insert(rng.randrange(len(toks) + 1), rng.choice(words[label]))
+        rows.append({"text": " ".join(toks), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter=delimiter)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def tiny_config(model: Path, data: dict[str, Path], out: Path, **over) -> dict:
+    """A fast training config for the tiny models."""
+    cfg = {
+        "model": {"name": str(model), "max_length": 32},
+        "data": {"train": str(data["train"]), "validation": str(data.get("validation") or "") or None},
+        "method": "full",
+        "training": {"max_steps": 80, "batch_size": 16, "lr": 5e-3, "warmup_ratio": 0.0,
+                     "eval_every": 40, "progress": False, "seed": 0, "precision": "fp32"},
+        "output": {"dir": str(out), "name": "run"},
+    }
+    for key, value in over.items():
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return cfg
