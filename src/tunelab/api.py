@@ -91,7 +91,10 @@ def make_accelerator(cfg: RunConfig):
 
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
-    return Accelerator(mixed_precision=choose_precision(cfg.training.precision))
+    # With no accelerator device, cpu=True lets Accelerate set up MULTI_CPU (gloo) under
+    # torchrun / `accelerate launch --num_processes N`; otherwise each process runs alone.
+    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return Accelerator(mixed_precision=choose_precision(cfg.training.precision), cpu=not has_device)
 
 
 def _console(accelerator=None):
