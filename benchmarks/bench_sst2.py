@@ -91,6 +91,7 @@ def run_tunelab(args: argparse.Namespace, method: str, lr: float, tmp: str) -> d
                 "warmup_ratio": 0.06,
                 "weight_decay": 0.01,
                 "eval_before": False,
+                "load_best": False,  # report the final weights, as the peer does
                 "save_checkpoints": False,
                 "progress": False,
             },

@@ -178,3 +178,26 @@ def test_no_training_data_and_unknown_model(tmp_path):
     with pytest.raises(ModelError, match="unknown model 'no such model'"):
         tunelab.train({"model": {"name": "no such model"}, "data": {"train": str(rows)},
                        "output": {"dir": str(tmp_path / "r")}})
+
+
+def test_schedule_shapes():
+    from tunelab.training.loop import lr_lambda
+
+    lin, cos, const = (lr_lambda(100, 10, k) for k in ("linear", "cosine", "constant"))
+    assert lin(0) == pytest.approx(0.1) and lin(9) == pytest.approx(1.0)
+    assert lin(55) == pytest.approx(0.5) and lin(100) == 0.0
+    assert cos(55) == pytest.approx(0.5) and cos(10) == pytest.approx(1.0) and cos(100) == pytest.approx(0.0)
+    assert const(80) == 1.0
+
+
+def test_grad_accumulation_and_early_stopping(tiny_bert, keyword_data, tmp_path):
+    cfg = tiny_config(tiny_bert, keyword_data, tmp_path / "runs",
+                      **{"training.batch_size": 8, "training.grad_accum": 2, "training.max_steps": 30,
+                         "training.eval_every": 5, "training.lr": 1e-9, "training.early_stopping_patience": 2})
+    res = tunelab.train(cfg)
+    rows = read_jsonl(res.run_dir / "metrics.jsonl")
+    evals = [r for r in rows if r["type"] == "eval" and r["split"] == "validation"]
+    # lr≈0: nothing improves after the first evaluation, so two more evaluations end the run
+    assert res.summary["stop_reason"] == "early_stopping"
+    assert [r["step"] for r in evals] == [5, 10, 15]
+    assert res.summary["examples"] == 15 * 16  # 2 micro-batches of 8 per optimizer step
