@@ -6,15 +6,21 @@ import os
 from pathlib import Path
 
 import pytest
+
 from helpers import FILLER, NEGATIVE, NEUTRAL, POSITIVE, SPECIAL, keyword_rows, write_csv
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
 def _tokenizer():
     from transformers import BertTokenizer
 
-    vocab = SPECIAL + sorted(set(FILLER + POSITIVE + NEGATIVE + NEUTRAL)) + list("abcdefghijklmnopqrstuvwxyz")
+    vocab = (
+        SPECIAL
+        + sorted(set(FILLER + POSITIVE + NEGATIVE + NEUTRAL))
+        + list("abcdefghijklmnopqrstuvwxyz")
+    )
     vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
     return BertTokenizer(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))})
 
@@ -28,8 +34,14 @@ def tiny_bert(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny-bert")
     tok = _tokenizer()
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(cfg).save_pretrained(d)
     tok.save_pretrained(d)
     return d
@@ -44,9 +56,16 @@ def tiny_llama(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny-llama")
     tok = _tokenizer()
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
-                      pad_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
     LlamaForCausalLM(cfg).save_pretrained(d)
     tok.save_pretrained(d)
     return d
@@ -58,5 +77,3 @@ def keyword_data(tmp_path) -> dict[str, Path]:
         "train": write_csv(tmp_path / "data" / "train.csv", keyword_rows(160, 1)),
         "validation": write_csv(tmp_path / "data" / "validation.csv", keyword_rows(48, 2)),
     }
-
-

@@ -6,6 +6,7 @@ import sys
 import tunelab
 
 if __name__ == "__main__":
-    cfg = json.loads(open(sys.argv[1]).read())
+    with open(sys.argv[1]) as fh:
+        cfg = json.load(fh)
     res = tunelab.train(cfg)
     print("ACCURACY", res.metrics["accuracy"])

@@ -8,11 +8,41 @@ from pathlib import Path
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-FILLER = ("the a this that movie film plot story acting music scene cast it was is felt seemed "
-          "quite very rather really somewhat and but with of to in for on").split()
-POSITIVE = "good great wonderful superb lovely fun brilliant".split()
-NEGATIVE = "bad awful boring terrible dull weak poor".split()
-NEUTRAL = "okay average plain".split()
+FILLER = [
+    "the",
+    "a",
+    "this",
+    "that",
+    "movie",
+    "film",
+    "plot",
+    "story",
+    "acting",
+    "music",
+    "scene",
+    "cast",
+    "it",
+    "was",
+    "is",
+    "felt",
+    "seemed",
+    "quite",
+    "very",
+    "rather",
+    "really",
+    "somewhat",
+    "and",
+    "but",
+    "with",
+    "of",
+    "to",
+    "in",
+    "for",
+    "on",
+]
+POSITIVE = ["good", "great", "wonderful", "superb", "lovely", "fun", "brilliant"]
+NEGATIVE = ["bad", "awful", "boring", "terrible", "dull", "weak", "poor"]
+NEUTRAL = ["okay", "average", "plain"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -43,10 +73,21 @@ def tiny_config(model: Path, data: dict[str, Path], out: Path, **over) -> dict:
     """A fast training config for the tiny models."""
     cfg = {
         "model": {"name": str(model), "max_length": 32},
-        "data": {"train": str(data["train"]), "validation": str(data.get("validation") or "") or None},
+        "data": {
+            "train": str(data["train"]),
+            "validation": str(data.get("validation") or "") or None,
+        },
         "method": "full",
-        "training": {"max_steps": 80, "batch_size": 16, "lr": 5e-3, "warmup_ratio": 0.0,
-                     "eval_every": 40, "progress": False, "seed": 0, "precision": "fp32"},
+        "training": {
+            "max_steps": 80,
+            "batch_size": 16,
+            "lr": 5e-3,
+            "warmup_ratio": 0.0,
+            "eval_every": 40,
+            "progress": False,
+            "seed": 0,
+            "precision": "fp32",
+        },
         "output": {"dir": str(out), "name": "run"},
     }
     for key, value in over.items():

@@ -21,9 +21,15 @@ def test_defaults_are_valid_and_documented():
 
 
 def test_overrides_are_typed_and_nested():
-    out = parse_overrides(["training.lr=1e-4", "method=full", "data.labels=[a, b]", "lora.target_modules=all-linear"])
-    assert out == {"training": {"lr": 1e-4}, "method": "full", "data": {"labels": ["a", "b"]},
-                   "lora": {"target_modules": "all-linear"}}
+    out = parse_overrides(
+        ["training.lr=1e-4", "method=full", "data.labels=[a, b]", "lora.target_modules=all-linear"]
+    )
+    assert out == {
+        "training": {"lr": 1e-4},
+        "method": "full",
+        "data": {"labels": ["a", "b"]},
+        "lora": {"target_modules": "all-linear"},
+    }
     cfg = load_config({"data": {"train": "x.csv"}}, ["training.lr=2e-4", "training.epochs=1"])
     assert cfg.training.lr == 2e-4 and cfg.training.epochs == 1.0 and cfg.data.train == "x.csv"
 
@@ -40,8 +46,14 @@ def test_yaml_file_and_overrides(tmp_path):
     [
         (["training.lr=abc"], "training.lr: Input should be a valid number"),
         (["training.lr=-1"], "training.lr: Input should be greater than 0"),
-        (["training.precision=fp8"], "training.precision: Input should be 'auto', 'bf16', 'fp16' or 'fp32'"),
-        (["training.learning_rate=1"], "training.learning_rate: unknown key; allowed here: epochs, max_steps"),
+        (
+            ["training.precision=fp8"],
+            "training.precision: Input should be 'auto', 'bf16', 'fp16' or 'fp32'",
+        ),
+        (
+            ["training.learning_rate=1"],
+            "training.learning_rate: unknown key; allowed here: epochs, max_steps",
+        ),
         (["method=adalora"], "method: Value error, unknown method 'adalora'; allowed: full, lora"),
         (["data.on_error=ignore"], "data.on_error: Input should be 'strict' or 'skip'"),
         (["output.name=a/b"], "output.name: Value error, must be a plain folder name"),

@@ -4,11 +4,10 @@ import json
 
 import pytest
 
+from helpers import write_csv
 from tunelab.data.sources import check_columns, read_table
 from tunelab.errors import DataError
 from tunelab.tasks.classification import ClassificationTask, infer_labels
-
-from helpers import write_csv
 
 
 class _Tok:
@@ -44,7 +43,10 @@ def test_all_formats_read_the_same_rows(tmp_path):
 def test_wrong_column_lists_the_columns_that_exist(tmp_path):
     write_csv(tmp_path / "d.csv", [{"sentence": "x", "target": "1"}])
     t = read_table(str(tmp_path / "d.csv"))
-    with pytest.raises(DataError, match=r"column 'text' \(data.text_column\) not found; columns are: sentence, target"):
+    with pytest.raises(
+        DataError,
+        match=r"column 'text' \(data.text_column\) not found; columns are: sentence, target",
+    ):
         check_columns(t, {"text_column": "text"})
     with pytest.raises(DataError, match="columns are: sentence, target"):
         task().table_to_split(t, "train")
@@ -66,7 +68,9 @@ def test_missing_empty_and_unknown_files(tmp_path):
 
 def test_malformed_rows_strict_names_rows_and_skip_counts_them(tmp_path):
     p = tmp_path / "d.csv"
-    p.write_text("text,label\ngood,positive\nbad,negative,extra\n,positive\nfine,maybe\nok,negative\n")
+    p.write_text(
+        "text,label\ngood,positive\nbad,negative,extra\n,positive\nfine,maybe\nok,negative\n"
+    )
     with pytest.raises(DataError) as e:
         task().load_split(str(p), "train")
     msg = str(e.value)
@@ -81,7 +85,9 @@ def test_malformed_rows_strict_names_rows_and_skip_counts_them(tmp_path):
 
 def test_jsonl_bad_lines_and_mistyped_values(tmp_path):
     p = tmp_path / "d.jsonl"
-    p.write_text('{"text": "good", "label": 1}\n{not json}\n[1, 2]\n{"text": 5, "label": 0}\n{"text": "meh", "label": 0}\n')
+    p.write_text(
+        '{"text": "good", "label": 1}\n{not json}\n[1, 2]\n{"text": 5, "label": 0}\n{"text": "meh", "label": 0}\n'
+    )
     with pytest.raises(DataError, match="row 2: invalid JSON"):
         read_table(str(p))
     split = task(labels=("0", "1")).load_split(str(p), "train", on_error="skip")
@@ -108,7 +114,9 @@ def test_label_inference_and_index_labels(tmp_path):
 
 
 def test_text_pairs_are_required_when_configured(tmp_path):
-    p = write_csv(tmp_path / "p.csv", [{"a": "x", "b": "y", "label": "1"}, {"a": "x", "b": "", "label": "0"}])
+    p = write_csv(
+        tmp_path / "p.csv", [{"a": "x", "b": "y", "label": "1"}, {"a": "x", "b": "", "label": "0"}]
+    )
     t = task(labels=("0", "1"), text_column="a", text_pair_column="b")
     with pytest.raises(DataError, match="row 2: b is empty"):
         t.load_split(str(p), "train")

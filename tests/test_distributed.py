@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import tiny_config
 
+from helpers import tiny_config
 from tunelab.utils.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +21,15 @@ def launch(cfg: dict, tmp: Path, name: str) -> Path:
     cfg["output"]["name"] = name
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(cfg))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "configs/accelerate/two_processes.yaml"), str(ROOT / "tests/dist_worker.py"), str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "configs/accelerate/two_processes.yaml"),
+        str(ROOT / "tests/dist_worker.py"),
+        str(path),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -32,7 +39,12 @@ def launch(cfg: dict, tmp: Path, name: str) -> Path:
 
 @pytest.mark.distributed
 def test_two_processes_train_together_and_repeat(tiny_bert, keyword_data, tmp_path):
-    cfg = tiny_config(tiny_bert, keyword_data, tmp_path / "runs", **{"training.max_steps": 20, "training.eval_every": 10})
+    cfg = tiny_config(
+        tiny_bert,
+        keyword_data,
+        tmp_path / "runs",
+        **{"training.max_steps": 20, "training.eval_every": 10},
+    )
     a = launch(cfg, tmp_path, "a")
     info = json.loads((a / "run.json").read_text())
     assert info["processes"] == 2 and info["status"] == "completed"
@@ -44,4 +56,6 @@ def test_two_processes_train_together_and_repeat(tiny_bert, keyword_data, tmp_pa
     b = launch(cfg, tmp_path, "b")
     rb = read_jsonl(b / "metrics.jsonl")
     assert [r.get("loss") for r in rows] == [r.get("loss") for r in rb]
-    assert json.loads((a / "eval/validation.json").read_text()) == json.loads((b / "eval/validation.json").read_text())
+    assert json.loads((a / "eval/validation.json").read_text()) == json.loads(
+        (b / "eval/validation.json").read_text()
+    )

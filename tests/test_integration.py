@@ -17,12 +17,20 @@ def test_lora_on_embedded_minilm_learns_the_demo_data(tmp_path):
     paths = write_demo_dataset(tmp_path / "data", n_train=320, n_validation=100, n_test=100)
     res = tunelab.train(
         demo_config_dict(),
-        [f"data.train={paths['train']}", f"data.validation={paths['validation']}",
-         f"data.test={paths['test']}", f"output.dir={tmp_path / 'runs'}", "output.name=demo",
-         "training.epochs=2", "training.progress=false"],
+        [
+            f"data.train={paths['train']}",
+            f"data.validation={paths['validation']}",
+            f"data.test={paths['test']}",
+            f"output.dir={tmp_path / 'runs'}",
+            "output.name=demo",
+            "training.epochs=2",
+            "training.progress=false",
+        ],
     )
     assert res.before["accuracy"] < 0.7
     assert res.metrics["accuracy"] >= 0.85 and res.test_metrics["accuracy"] >= 0.8
     info = json.loads((res.run_dir / "run.json").read_text())
     assert info["model"]["source"] == "embedded" and info["parameters"]["trainable_pct"] < 3
-    assert main(["predict", str(res.run_dir), "--text", "The film was wonderful and I loved it."]) == 0
+    assert (
+        main(["predict", str(res.run_dir), "--text", "The film was wonderful and I loved it."]) == 0
+    )

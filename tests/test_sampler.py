@@ -68,8 +68,13 @@ def test_length_grouping_cuts_padding():
 def test_eval_batches_shard_and_pad_collate():
     parts = [i for r in range(2) for b in eval_batches([3, 1, 2, 5, 4], 2, r, 2) for i in b]
     assert sorted(parts) == [0, 1, 2, 3, 4]
-    batch = pad_collate([{"input_ids": [1, 2, 3], "attention_mask": [1, 1, 1], "labels": 1},
-                         {"input_ids": [4], "attention_mask": [1], "labels": 0}], pad_id=9)
+    batch = pad_collate(
+        [
+            {"input_ids": [1, 2, 3], "attention_mask": [1, 1, 1], "labels": 1},
+            {"input_ids": [4], "attention_mask": [1], "labels": 0},
+        ],
+        pad_id=9,
+    )
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 9, 9]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [1, 0]

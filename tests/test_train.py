@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from helpers import keyword_rows, tiny_config, write_csv
 
 import tunelab
+from helpers import keyword_rows, tiny_config, write_csv
 from tunelab.cli import main
 from tunelab.errors import ConfigError, RunDirError
 from tunelab.utils.io import read_jsonl
@@ -17,17 +17,27 @@ from tunelab.utils.io import read_jsonl
 @pytest.fixture(scope="module")
 def full_run(tiny_bert, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("full")
-    data = {"train": write_csv(tmp / "train.csv", keyword_rows(160, 1)),
-            "validation": write_csv(tmp / "validation.csv", keyword_rows(48, 2))}
+    data = {
+        "train": write_csv(tmp / "train.csv", keyword_rows(160, 1)),
+        "validation": write_csv(tmp / "validation.csv", keyword_rows(48, 2)),
+    }
     return tunelab.train(tiny_config(tiny_bert, data, tmp / "runs")), data
 
 
 @pytest.fixture(scope="module")
 def lora_run(tiny_bert, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lora")
-    data = {"train": write_csv(tmp / "train.csv", keyword_rows(160, 1)),
-            "validation": write_csv(tmp / "validation.csv", keyword_rows(48, 2))}
-    cfg = tiny_config(tiny_bert, data, tmp / "runs", method="lora", **{"training.lr": 1e-2, "training.max_steps": 120})
+    data = {
+        "train": write_csv(tmp / "train.csv", keyword_rows(160, 1)),
+        "validation": write_csv(tmp / "validation.csv", keyword_rows(48, 2)),
+    }
+    cfg = tiny_config(
+        tiny_bert,
+        data,
+        tmp / "runs",
+        method="lora",
+        **{"training.lr": 1e-2, "training.max_steps": 120},
+    )
     return tunelab.train(cfg), data
 
 
@@ -41,9 +51,16 @@ def test_full_fine_tuning_learns(full_run):
 def test_run_directory_holds_everything(full_run):
     res, _ = full_run
     d = res.run_dir
-    for name in ("config.yaml", "run.json", "metrics.jsonl", "eval/validation.json",
-                 "predictions/validation.jsonl", "model/config.json", "model/model.safetensors",
-                 "model/tokenizer_config.json"):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "metrics.jsonl",
+        "eval/validation.json",
+        "predictions/validation.jsonl",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer_config.json",
+    ):
         assert (d / name).is_file(), name
     info = json.loads((d / "run.json").read_text())
     assert info["status"] == "completed" and info["task"]["labels"] == ["negative", "positive"]
@@ -52,7 +69,11 @@ def test_run_directory_holds_everything(full_run):
     evals = [r for r in rows if r["type"] == "eval"]
     assert [r["step"] for r in train] == list(range(10, 81, 10))
     assert train[-1]["loss"] < train[0]["loss"]
-    assert [(r["split"], r["step"]) for r in evals] == [("validation_before", 0), ("validation", 40), ("validation", 80)]
+    assert [(r["split"], r["step"]) for r in evals] == [
+        ("validation_before", 0),
+        ("validation", 40),
+        ("validation", 80),
+    ]
     ev = json.loads((d / "eval/validation.json").read_text())
     assert set(ev["per_class"]) == {"negative", "positive"}
     cm = ev["confusion_matrix"]["matrix"]
@@ -75,7 +96,10 @@ def test_full_model_loads_with_plain_transformers(full_run):
         probs = model(**tok(texts, return_tensors="pt", padding=True)).logits.softmax(-1)
     assert model.config.id2label == {0: "negative", 1: "positive"}
     for row, p in zip(ours, probs.tolist()):
-        assert [row["probabilities"]["negative"], row["probabilities"]["positive"]] == pytest.approx(p, abs=1e-5)
+        assert [
+            row["probabilities"]["negative"],
+            row["probabilities"]["positive"],
+        ] == pytest.approx(p, abs=1e-5)
     assert [r["label"] for r in ours] == ["positive", "negative"]
 
 
@@ -85,7 +109,9 @@ def test_lora_trains_few_parameters_and_loads_with_plain_peft(lora_run):
 
     res, _ = lora_run
     # a random 32-wide base gives LoRA little to adapt; the real-model figures are in benchmarks/
-    assert res.metrics["accuracy"] >= 0.75 and res.metrics["accuracy"] > res.before["accuracy"] + 0.15
+    assert (
+        res.metrics["accuracy"] >= 0.75 and res.metrics["accuracy"] > res.before["accuracy"] + 0.15
+    )
     assert res.params["trainable"] < 0.5 * res.params["total"]
     files = {p.name for p in (res.run_dir / "model").iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= files
@@ -97,7 +123,10 @@ def test_lora_trains_few_parameters_and_loads_with_plain_peft(lora_run):
     with torch.no_grad():
         probs = model(**tok(texts, return_tensors="pt", padding=True)).logits.softmax(-1)
     for row, p in zip(ours, probs.tolist()):
-        assert [row["probabilities"]["negative"], row["probabilities"]["positive"]] == pytest.approx(p, abs=1e-5)
+        assert [
+            row["probabilities"]["negative"],
+            row["probabilities"]["positive"],
+        ] == pytest.approx(p, abs=1e-5)
 
 
 def test_existing_run_directory_is_never_overwritten(full_run, tiny_bert):
@@ -110,12 +139,29 @@ def test_existing_run_directory_is_never_overwritten(full_run, tiny_bert):
 
 
 def test_overwrite_when_asked_and_seeded_runs_repeat(tiny_bert, keyword_data, tmp_path):
-    cfg = tiny_config(tiny_bert, keyword_data, tmp_path / "runs", **{"training.max_steps": 10, "training.eval_every": 10})
-    a = [r["loss"] for r in read_jsonl(tunelab.train(cfg).run_dir / "metrics.jsonl") if r["type"] == "train"]
+    cfg = tiny_config(
+        tiny_bert,
+        keyword_data,
+        tmp_path / "runs",
+        **{"training.max_steps": 10, "training.eval_every": 10},
+    )
+    a = [
+        r["loss"]
+        for r in read_jsonl(tunelab.train(cfg).run_dir / "metrics.jsonl")
+        if r["type"] == "train"
+    ]
     cfg["output"]["overwrite"] = True
-    b = [r["loss"] for r in read_jsonl(tunelab.train(cfg).run_dir / "metrics.jsonl") if r["type"] == "train"]
+    b = [
+        r["loss"]
+        for r in read_jsonl(tunelab.train(cfg).run_dir / "metrics.jsonl")
+        if r["type"] == "train"
+    ]
     cfg["training"]["seed"] = 1
-    c = [r["loss"] for r in read_jsonl(tunelab.train(cfg).run_dir / "metrics.jsonl") if r["type"] == "train"]
+    c = [
+        r["loss"]
+        for r in read_jsonl(tunelab.train(cfg).run_dir / "metrics.jsonl")
+        if r["type"] == "train"
+    ]
     assert a == b and a != c
 
 
@@ -124,9 +170,17 @@ def test_three_named_labels_text_pairs_and_heldout_validation(tiny_bert, tmp_pat
     for r in rows:
         r["context"] = "the film"
     train = write_csv(tmp_path / "pairs.jsonl.csv", rows)
-    cfg = tiny_config(tiny_bert, {"train": train}, tmp_path / "runs",
-                      **{"data.text_pair_column": "context", "data.validation_fraction": 0.2,
-                         "training.max_steps": 60, "training.eval_every": 30})
+    cfg = tiny_config(
+        tiny_bert,
+        {"train": train},
+        tmp_path / "runs",
+        **{
+            "data.text_pair_column": "context",
+            "data.validation_fraction": 0.2,
+            "training.max_steps": 60,
+            "training.eval_every": 30,
+        },
+    )
     res = tunelab.train(cfg)
     info = json.loads((res.run_dir / "run.json").read_text())
     assert info["task"]["labels"] == ["negative", "neutral", "positive"]
@@ -138,8 +192,13 @@ def test_three_named_labels_text_pairs_and_heldout_validation(tiny_bert, tmp_pat
 
 
 def test_decoder_classifier_with_lora(tiny_llama, keyword_data, tmp_path):
-    cfg = tiny_config(tiny_llama, keyword_data, tmp_path / "runs", method="lora",
-                      **{"training.lr": 1e-2, "training.max_steps": 60, "training.eval_every": 30})
+    cfg = tiny_config(
+        tiny_llama,
+        keyword_data,
+        tmp_path / "runs",
+        method="lora",
+        **{"training.lr": 1e-2, "training.max_steps": 60, "training.eval_every": 30},
+    )
     res = tunelab.train(cfg)
     assert res.metrics["accuracy"] >= 0.8
     assert res.params["trainable_pct"] < 50
@@ -155,7 +214,10 @@ def test_cli_eval_and_predict(full_run, capsys, tmp_path):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [ln.split("\t")[0] for ln in lines] == ["positive", "negative"]
     out = tmp_path / "p.jsonl"
-    assert main(["predict", str(res.run_dir), "--file", str(data["validation"]), "--output", str(out)]) == 0
+    assert (
+        main(["predict", str(res.run_dir), "--file", str(data["validation"]), "--output", str(out)])
+        == 0
+    )
     assert len(read_jsonl(out)) == 48
     assert main(["predict", str(res.run_dir), "--text", "x", "--output", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
@@ -176,8 +238,13 @@ def test_no_training_data_and_unknown_model(tmp_path):
 
     rows = write_csv(tmp_path / "t.csv", keyword_rows(20, 0))
     with pytest.raises(ModelError, match="unknown model 'no such model'"):
-        tunelab.train({"model": {"name": "no such model"}, "data": {"train": str(rows)},
-                       "output": {"dir": str(tmp_path / "r")}})
+        tunelab.train(
+            {
+                "model": {"name": "no such model"},
+                "data": {"train": str(rows)},
+                "output": {"dir": str(tmp_path / "r")},
+            }
+        )
 
 
 def test_schedule_shapes():
@@ -186,14 +253,28 @@ def test_schedule_shapes():
     lin, cos, const = (lr_lambda(100, 10, k) for k in ("linear", "cosine", "constant"))
     assert lin(0) == pytest.approx(0.1) and lin(9) == pytest.approx(1.0)
     assert lin(55) == pytest.approx(0.5) and lin(100) == 0.0
-    assert cos(55) == pytest.approx(0.5) and cos(10) == pytest.approx(1.0) and cos(100) == pytest.approx(0.0)
+    assert (
+        cos(55) == pytest.approx(0.5)
+        and cos(10) == pytest.approx(1.0)
+        and cos(100) == pytest.approx(0.0)
+    )
     assert const(80) == 1.0
 
 
 def test_grad_accumulation_and_early_stopping(tiny_bert, keyword_data, tmp_path):
-    cfg = tiny_config(tiny_bert, keyword_data, tmp_path / "runs",
-                      **{"training.batch_size": 8, "training.grad_accum": 2, "training.max_steps": 30,
-                         "training.eval_every": 5, "training.lr": 1e-9, "training.early_stopping_patience": 2})
+    cfg = tiny_config(
+        tiny_bert,
+        keyword_data,
+        tmp_path / "runs",
+        **{
+            "training.batch_size": 8,
+            "training.grad_accum": 2,
+            "training.max_steps": 30,
+            "training.eval_every": 5,
+            "training.lr": 1e-9,
+            "training.early_stopping_patience": 2,
+        },
+    )
     res = tunelab.train(cfg)
     rows = read_jsonl(res.run_dir / "metrics.jsonl")
     evals = [r for r in rows if r["type"] == "eval" and r["split"] == "validation"]

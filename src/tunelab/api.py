@@ -93,7 +93,11 @@ def make_accelerator(cfg: RunConfig):
         torch.set_num_threads(cfg.training.threads)
     # With no accelerator device, cpu=True lets Accelerate set up MULTI_CPU (gloo) under
     # torchrun / `accelerate launch --num_processes N`; otherwise each process runs alone.
-    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    has_device = (
+        torch.accelerator.is_available()
+        if hasattr(torch, "accelerator")
+        else torch.cuda.is_available()
+    )
     return Accelerator(mixed_precision=choose_precision(cfg.training.precision), cpu=not has_device)
 
 
@@ -116,6 +120,7 @@ def _held_out(table, fraction: float, seed: int):
     if n - n_val < 1:
         raise DataError(f"{table.source}: {n} row(s) are too few to hold out a validation fraction")
     perm = np.random.default_rng([seed, 7]).permutation(n)
+
     def pick(idx):
         return Table(
             table.source,
@@ -124,6 +129,7 @@ def _held_out(table, fraction: float, seed: int):
             [table.row_ids[i] for i in idx],
             [],
         )
+
     train, val = pick(sorted(perm[n_val:])), pick(sorted(perm[:n_val]))
     train.skipped = table.skipped  # reported once, with the training split
     return train, val
@@ -212,6 +218,42 @@ def _run_name(cfg: RunConfig, accelerator) -> str:
     return obj[0]
 
 
+def _refusal(changed: list[str], path: str) -> str:
+    return (
+        f"resume refused: {', '.join(changed)} changed since the checkpoint {path}; start a new "
+        "run (another output.name), or set resume_ignore_changes=true to resume anyway"
+    )
+
+
+def fingerprint_split(split) -> str:
+    """Content hash of a tokenized split (catches a data file edited in place)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in split.features:
+        h.update(json.dumps([f["input_ids"], f.get("labels")]).encode())
+    return h.hexdigest()[:16]
+
+
+def fingerprint_model(resolved, model) -> str:
+    """Hash of the base model's identity: where it came from and its architecture config."""
+    import hashlib
+
+    cfg = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else ""
+    ident = f"{resolved.source}|{resolved.path}|{resolved.gguf_file}|{cfg}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def _truncate_logs(run_dir: Path, step: int) -> None:
+    """On resume, drop log rows of steps after the checkpoint (they are about to be redone)."""
+    from tunelab.utils.io import read_jsonl
+
+    for path in [run_dir / "metrics.jsonl", *run_dir.glob("trace-rank*.jsonl")]:
+        if path.is_file():
+            rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+            atomic_write_jsonl(path, rows)
+
+
 def _prepare_run_dir(cfg: RunConfig, accelerator) -> tuple[Path, dict | None]:
     """Create (or reopen for resume) the run directory; return it and a checkpoint to resume."""
     from tunelab.training.checkpoint import latest_checkpoint
@@ -227,13 +269,10 @@ def _prepare_run_dir(cfg: RunConfig, accelerator) -> tuple[Path, dict | None]:
         resume = latest_checkpoint(run_dir / "checkpoints", warn=warn) if exists else None
         if resume is None and cfg.resume is True:
             raise RunDirError(f"resume: {run_dir} holds no complete checkpoint to resume from")
-        if resume is not None:
+        if resume is not None and not cfg.resume_ignore_changes:
             changed = _diff_keys(resume["state"]["config"], cfg.to_dict(), RESUME_FIXED)
             if changed:
-                raise RunDirError(
-                    f"resume refused: {', '.join(changed)} changed since the checkpoint in "
-                    f"{resume['path']}; start a new run (another output.name) instead"
-                )
+                raise RunDirError(_refusal(changed, resume["path"]))
     if exists and resume is None:
         if not cfg.output.overwrite:
             raise RunDirError(
@@ -328,7 +367,19 @@ def train(
         "processes": accelerator.num_processes,
         "precision": accelerator.mixed_precision,
     }
+    fingerprint = {
+        "train_data": fingerprint_split(splits["train"]),
+        "validation_data": fingerprint_split(splits["validation"]),
+        "model": fingerprint_model(resolved, model),
+    }
+    if resume is not None and not cfg.resume_ignore_changes:
+        old = resume["state"].get("fingerprint") or {}
+        changed = [k for k, v in fingerprint.items() if old.get(k) != v]
+        if changed:
+            raise RunDirError(_refusal(changed, resume["path"]))
     if accelerator.is_main_process:
+        if resume is not None:
+            _truncate_logs(run_dir, resume["state"]["step"])
         atomic_write_yaml(run_dir / "config.yaml", cfg.to_dict())
         atomic_write_json(run_dir / "run.json", run_info)
     trainer = Trainer(
@@ -341,6 +392,7 @@ def train(
         splits["validation"],
         run_dir,
         console,
+        fingerprint,
     )
     t0 = time.perf_counter()
     summary = trainer.fit(resume_from=resume)
@@ -421,8 +473,12 @@ class LoadedRun:
     info: dict[str, Any]
 
 
-def load_run(run_dir: str | os.PathLike) -> LoadedRun:
-    """Load a completed run's model (base + method weights) and task."""
+def load_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> LoadedRun:
+    """Load a completed run's model (base + method weights) and task.
+
+    ``trust_remote_code`` comes from the caller only: a run directory's own config cannot turn
+    it on (a run directory may come from someone else).
+    """
     from tunelab.methods import get_method
     from tunelab.models.loading import load_tokenizer
     from tunelab.models.registry import ResolvedModel, resolve_model
@@ -448,8 +504,13 @@ def load_run(run_dir: str | os.PathLike) -> LoadedRun:
     tokenizer = load_tokenizer(ResolvedModel(m["name"], "local", str(run_dir / "model")))
     task = build_task(cfg, tokenizer, meta=info["task"])
     method = get_method(cfg.method)
-    base = task.build_model(resolved, cfg.model.trust_remote_code)
-    model = method.load(base, run_dir / "model")
+    cfg.model.trust_remote_code = trust_remote_code
+    base = task.build_model(resolved, trust_remote_code)
+    try:
+        model = method.load(base, run_dir / "model")
+    except Exception as e:  # peft / transformers / safetensors raise many types on a bad folder
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise RunDirError(f"cannot load the trained model in {run_dir / 'model'}: {msg}") from None
     model = accelerator.prepare(model)
     model.eval()
     return LoadedRun(run_dir, cfg, task, model, accelerator, info)
@@ -461,9 +522,10 @@ def evaluate(
     file: str | None = None,
     columns: dict[str, str] | None = None,
     batch_size: int | None = None,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Score a finished run on one of its splits or on any labelled file; write the results."""
-    run = load_run(run_dir)
+    run = load_run(run_dir, trust_remote_code)
     cfg, task = run.config, run.task
     for key, col in (columns or {}).items():
         setattr(task, key, col)
@@ -491,11 +553,12 @@ def predict(
     file: str | None = None,
     text_pairs: list[str] | None = None,
     batch_size: int = 64,
+    trust_remote_code: bool = False,
 ) -> list[dict[str, Any]]:
     """Labels with probabilities for texts (or a file's text column), in input order."""
     from tunelab.tasks.base import Split
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, trust_remote_code)
     task = run.task
     if file:
         split = task.load_split(

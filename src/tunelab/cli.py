@@ -54,7 +54,12 @@ def _cmd_eval(args) -> int:
         if v
     }
     m = evaluate(
-        args.run_dir, split=args.split, file=args.file, columns=cols, batch_size=args.batch_size
+        args.run_dir,
+        split=args.split,
+        file=args.file,
+        columns=cols,
+        batch_size=args.batch_size,
+        trust_remote_code=args.trust_remote_code,
     )
     if args.json:
         print(json.dumps(m, indent=2))
@@ -92,7 +97,13 @@ def _cmd_predict(args) -> int:
 
     if args.output and Path(args.output).exists() and not args.overwrite:
         raise RunDirError(f"{args.output} exists; pass --overwrite to replace it")
-    rows = predict(args.run_dir, texts=args.text, file=args.file, text_pairs=args.text_pair)
+    rows = predict(
+        args.run_dir,
+        texts=args.text,
+        file=args.file,
+        text_pairs=args.text_pair,
+        trust_remote_code=args.trust_remote_code,
+    )
     if args.output:
         from tunelab.utils.io import atomic_write_jsonl
 
@@ -157,16 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     from tunelab import __version__
 
     p.add_argument("--version", action="version", version=f"tunelab {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_ConfigHelpParser
+    )
     fmt = argparse.RawDescriptionHelpFormatter
 
     s = sub.add_parser("demo", help="LoRA-tune the embedded MiniLM on a built-in sentiment set")
     s.add_argument("overrides", nargs="*", metavar="key=value")
     s.set_defaults(func=_cmd_demo)
 
-    s = sub.add_parser(
-        "train", help="fine-tune from a YAML config", formatter_class=fmt, epilog=_LazyEpilog()
-    )
+    s = sub.add_parser("train", help="fine-tune from a YAML config", formatter_class=fmt)
     s.add_argument("config", help="YAML config file")
     s.add_argument(
         "overrides", nargs="*", metavar="key=value", help="e.g. training.lr=1e-4 method=full"
@@ -188,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label-column")
     s.add_argument("--batch-size", type=int)
     s.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    s.add_argument(
+        "--trust-remote-code", action="store_true", help="allow the base model's own code to run"
+    )
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("predict", help="labels with probabilities from a finished run")
@@ -199,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="write predictions as JSONL here")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--json", action="store_true", help="print one JSON object per line")
+    s.add_argument(
+        "--trust-remote-code", action="store_true", help="allow the base model's own code to run"
+    )
     s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("models", help="list embedded and installed models")
@@ -212,14 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _LazyEpilog(str):
-    """Config-key help, built only when --help is printed."""
+class _ConfigHelpParser(argparse.ArgumentParser):
+    """`tunelab train --help` lists every config key (built only when help is printed)."""
 
-    def __new__(cls):
-        return super().__new__(cls, "")
-
-    def __str__(self) -> str:  # pragma: no cover - exercised by --help
-        return _overrides_help()
+    def format_help(self) -> str:
+        text = super().format_help()
+        return text + "\n" + _overrides_help() + "\n" if self.prog.endswith(" train") else text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ and the README's reference are generated from it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -99,6 +100,15 @@ class TrainingConfig(Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases/norms).")
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    head_lr_scale: float = Field(
+        1.0, gt=0, description="Learning-rate factor for the newly initialised task head."
+    )
+    layer_lr_decay: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Layer-wise lr decay: layer i of L gets lr·d^(L-i); unset: off.",
+    )
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming up.")
     scheduler: Literal["linear", "cosine", "constant"] = Field(
         "linear", description="Learning-rate decay after warmup."
@@ -133,6 +143,10 @@ class TrainingConfig(Section):
     log_every: int = Field(10, ge=1, description="Log training loss every N optimizer steps.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; unset: default.")
     progress: bool = Field(True, description="Show a progress bar.")
+    trace_examples: bool = Field(
+        False,
+        description="Log the source row numbers of every step's examples (trace-rank*.jsonl).",
+    )
     fast_dropout: bool = Field(
         True, description="Use tunelab's faster CPU dropout (same semantics as nn.Dropout)."
     )
@@ -164,6 +178,11 @@ class RunConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    resume_ignore_changes: bool = Field(
+        False,
+        description="Resume even though the data, model, method or seed changed since the "
+        "checkpoint (normally refused).",
+    )
     resume: bool | Literal["auto"] = Field(
         False,
         description="`true`: continue the named run from its newest complete checkpoint; "
@@ -228,10 +247,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             value = raw
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value) if any(c in value.lower() for c in ".e") else value
-            except ValueError:
-                pass
         node = out
         parts = key.split(".")
         for p in parts[:-1]:

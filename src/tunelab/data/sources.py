@@ -192,7 +192,9 @@ def _read_with_datasets(spec: str, fmt: str, split: str) -> tuple[list[str], lis
     return list(ds.column_names), rows, list(range(1, len(rows) + 1))
 
 
-def read_table(spec: str, *, split: str = "train", on_error: str = "strict", defer: bool = False) -> Table:
+def read_table(
+    spec: str, *, split: str = "train", on_error: str = "strict", defer: bool = False
+) -> Table:
     """Read one split from a file path or ``hub:ID[:CONFIG]`` (``split`` names the hub split).
 
     With ``defer``, malformed rows are recorded in ``Table.skipped`` even in strict mode, so

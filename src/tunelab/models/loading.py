@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,11 @@ def _hub_kwargs(resolved: ResolvedModel, trust_remote_code: bool) -> dict[str, A
 
 def _wrap_load_error(resolved: ResolvedModel, e: Exception) -> ModelError:
     text = str(e)
+    if "custom code" in text or "trust_remote_code" in text:
+        return ModelError(
+            f"model {resolved.name!r} needs its own code to load; tunelab runs it only when you "
+            "set model.trust_remote_code=true (or pass --trust-remote-code) and trust its source"
+        )
     if resolved.source == "hub":
         offline = os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "True"} or any(
             s in text
@@ -126,6 +132,11 @@ def load_model(resolved: ResolvedModel, auto_class: str, trust_remote_code: bool
         return cls.from_pretrained(
             path, dtype=torch.float32, **_hub_kwargs(resolved, trust_remote_code), **kwargs
         )
+    except pickle.UnpicklingError as e:
+        raise ModelError(
+            f"refused to load {resolved.name!r}: its weights are a pickle that needs code to run "
+            f"({str(e).splitlines()[-1].strip() or 'unsafe pickle'}); use safetensors weights"
+        ) from None
     except (OSError, ValueError, KeyError) as e:
         if "Unrecognized configuration class" in str(e) or "does not support" in str(e):
             raise ModelError(

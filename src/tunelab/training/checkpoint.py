@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tunelab.errors import RunDirError
+from tunelab.training.faults import fault_point
 from tunelab.utils.io import atomic_directory
 
 MARKER = "COMPLETE"
@@ -124,12 +125,16 @@ def save_checkpoint(
                 {k: v.contiguous().cpu() for k, v in weights.items()},
                 str(tmp / "weights.safetensors"),
             )
+            fault_point("checkpoint:weights", step)
             save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
             (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
+            fault_point("checkpoint:optimizer", step)
             (tmp / "scheduler.json").write_text(json.dumps(scheduler_state))
             (tmp / "rng.json").write_text(json.dumps(rng_states))
             (tmp / "state.json").write_text(json.dumps(loop_state, indent=2))
+            fault_point("checkpoint:state", step)
             (tmp / MARKER).write_text(f"step {step}\n")
+            fault_point("checkpoint:marker", step)
     except OSError as e:
         raise RunDirError(
             f"could not write checkpoint {final} ({e.strerror or e}); the previous checkpoint "
@@ -138,6 +143,13 @@ def save_checkpoint(
     for old in complete_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_partial(root: Path) -> None:
+    """Delete folders left by checkpoint writes that a crash interrupted."""
+    if root.is_dir():
+        for p in root.glob(".step-*.tmp"):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from tunelab.data.batching import BatchSampler
 from tunelab.errors import TunelabError
 from tunelab.evaluation.metrics import greater_is_better, scalar_metrics
 from tunelab.training import checkpoint as ckpt
+from tunelab.training.faults import fault_point
 from tunelab.utils.io import append_jsonl
 
 
@@ -62,27 +64,45 @@ def lr_lambda(total: int, warmup: int, kind: str):
     return fn
 
 
-def build_optimizer(model, tc):
+_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def lr_multiplier(name: str, n_layers: int, head_modules: list[str], tc) -> float:
+    """Per-parameter learning-rate factor: ``head_lr_scale`` for the task head, and with
+    ``layer_lr_decay`` d, d**(n_layers - i) for layer i (embeddings: d**(n_layers + 1))."""
+    if any(f".{h}." in f".{name}" for h in head_modules):
+        return tc.head_lr_scale
+    d = tc.layer_lr_decay
+    if d is None or n_layers <= 0:
+        return 1.0
+    m = _LAYER.search(name)
+    if m:
+        return d ** (n_layers - int(m.group(1)))
+    return d ** (n_layers + 1) if "embed" in name else 1.0
+
+
+def build_optimizer(model, tc, head_modules: list[str] | None = None):
     """AdamW with weight decay off for biases and norm weights; fused/foreach where available."""
     import torch
 
-    decay, no_decay = [], []
+    n_layers = int(getattr(getattr(model, "config", None), "num_hidden_layers", 0) or 0)
+    groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": tc.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
+        wd = 0.0 if p.ndim < 2 or "norm" in name.lower() else tc.weight_decay
+        mult = lr_multiplier(name, n_layers, head_modules or [], tc)
+        groups.setdefault((wd, mult), []).append(p)
     if not groups:
         raise TunelabError("the method left no trainable parameters")
+    param_groups = [
+        {"params": ps, "weight_decay": wd, "lr": tc.lr * mult} for (wd, mult), ps in groups.items()
+    ]
     kw = {"lr": tc.lr, "betas": tuple(tc.adam_betas), "eps": tc.adam_eps}
     try:
-        return torch.optim.AdamW(groups, fused=True, **kw)
+        return torch.optim.AdamW(param_groups, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, foreach=True, **kw)
+        return torch.optim.AdamW(param_groups, foreach=True, **kw)
 
 
 class Trainer:
@@ -99,8 +119,10 @@ class Trainer:
         val_split,
         run_dir: Path,
         console=None,
+        fingerprint: dict[str, str] | None = None,
     ):
         self.cfg, self.tc = cfg, cfg.training
+        self.fingerprint = fingerprint or {}
         self.acc, self.model, self.method, self.task = accelerator, model, method, task
         self.train_split, self.val_split = train_split, val_split
         self.run_dir, self.console = run_dir, console
@@ -124,8 +146,9 @@ class Trainer:
             else greater_is_better(tc.metric)
         )
         self.eval_bs = tc.eval_batch_size or 2 * tc.batch_size
+        self.trace: list[list] | None = [] if tc.trace_examples else None
 
-        optimizer = build_optimizer(model, tc)
+        optimizer = build_optimizer(model, tc, task.head_modules(model))
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         import torch
 
@@ -156,6 +179,9 @@ class Trainer:
             state = asdict(self.state)
             state["sampler"] = self.sampler.state_dict()
             state["config"] = self.cfg.to_dict()
+            state["fingerprint"] = self.fingerprint
+            scaler = getattr(self.acc, "scaler", None)
+            state["scaler"] = scaler.state_dict() if scaler is not None else None
             ckpt.save_checkpoint(
                 self.ckpt_root,
                 self.state.step,
@@ -172,8 +198,15 @@ class Trainer:
         """Continue exactly where a checkpoint left off."""
         state = dict(data["state"])
         self.sampler.load_state_dict(state.pop("sampler"))
-        state.pop("config", None)
+        for key in ("config", "fingerprint"):
+            state.pop(key, None)
+        scaler_state = state.pop("scaler", None)
+        if scaler_state is not None and getattr(self.acc, "scaler", None) is not None:
+            self.acc.scaler.load_state_dict(scaler_state)
         self.state = LoopState(**state)
+        if self.acc.is_main_process:
+            ckpt.remove_partial(self.ckpt_root)
+            self._prune_best(keep=self.state.best_step)
         self.method.load_trainable_state(self.acc.unwrap_model(self.model), data["weights"])
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
@@ -192,18 +225,31 @@ class Trainer:
             from tunelab.utils.io import atomic_directory
 
             weights = self.method.trainable_state(self.acc.unwrap_model(self.model))
-            with atomic_directory(self.ckpt_root / "best") as tmp:
+            with atomic_directory(self._best_dir(self.state.step)) as tmp:
                 save_file(
                     {k: v.contiguous().cpu() for k, v in weights.items()},
                     str(tmp / "weights.safetensors"),
                 )
                 (tmp / ckpt.MARKER).write_text(f"step {self.state.step}\n")
+            self._prune_best(keep=self.state.step)
         self.acc.wait_for_everyone()
+
+    def _best_dir(self, step: int) -> Path:
+        # One folder per best step: after a crash and resume, the state names its own best,
+        # never one written by the lost part of the timeline.
+        return self.ckpt_root / f"best-{step:07d}"
+
+    def _prune_best(self, keep: int | None) -> None:
+        import shutil
+
+        for p in self.ckpt_root.glob("best-*"):
+            if keep is None or p != self._best_dir(keep):
+                shutil.rmtree(p, ignore_errors=True)
 
     def load_best(self) -> None:
         from safetensors.torch import load_file
 
-        path = self.ckpt_root / "best" / "weights.safetensors"
+        path = self._best_dir(self.state.best_step) / "weights.safetensors"
         self.method.load_trainable_state(self.acc.unwrap_model(self.model), load_file(str(path)))
 
     # -- evaluation -------------------------------------------------------------------------
@@ -264,12 +310,15 @@ class Trainer:
                     loss = self.task.loss(self.model, batch) * (len(idx) / n_total)
                 self.acc.backward(loss)
             loss_sum += loss.detach().float()
+            if self.trace is not None:
+                self.trace.append([self.train_split.records[i].get("row", i) for i in idx])
             self.state.tokens += (
                 int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
             )
         self.state.examples += n_total * self.acc.num_processes
         max_norm = self.tc.max_grad_norm if self.tc.max_grad_norm is not None else float("inf")
         grad_norm = self.acc.clip_grad_norm_(self.params, max_norm)
+        fault_point("step", self.state.step + 1)
         loss_all = (
             self.acc.reduce(loss_sum, reduction="mean") if self.acc.num_processes > 1 else loss_sum
         )
@@ -313,6 +362,12 @@ class Trainer:
                 loss, grad_norm, ok = self.train_step(micro)
                 self.state.train_seconds += time.perf_counter() - t0
                 self.state.step += 1
+                if self.trace is not None:
+                    append_jsonl(
+                        self.run_dir / f"trace-rank{self.acc.process_index}.jsonl",
+                        {"step": self.state.step, "rows": [r for b in self.trace for r in b]},
+                    )
+                    self.trace.clear()
                 if not ok:
                     self.state.bad_steps += 1
                     self.state.skipped_steps += 1
