@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FILLER, NEGATIVE, NEUTRAL, POSITIVE, SPECIAL, keyword_rows, write_csv
+from helpers import FILLER, NEGATIVE, NEUTRAL, POSITIVE, SPECIAL, keyword_files
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -73,7 +73,4 @@ def tiny_llama(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def keyword_data(tmp_path) -> dict[str, Path]:
-    return {
-        "train": write_csv(tmp_path / "data" / "train.csv", keyword_rows(160, 1)),
-        "validation": write_csv(tmp_path / "data" / "validation.csv", keyword_rows(48, 2)),
-    }
+    return keyword_files(tmp_path / "data")

@@ -69,6 +69,14 @@ def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
     return path
 
 
+def keyword_files(folder: Path, n_train: int = 160, n_validation: int = 48) -> dict[str, Path]:
+    """Train and validation CSVs of :func:`keyword_rows` in ``folder``."""
+    return {
+        "train": write_csv(folder / "train.csv", keyword_rows(n_train, 1)),
+        "validation": write_csv(folder / "validation.csv", keyword_rows(n_validation, 2)),
+    }
+
+
 def tiny_config(model: Path, data: dict[str, Path], out: Path, **over) -> dict:
     """A fast training config for the tiny models."""
     cfg = {

@@ -54,7 +54,10 @@ def test_yaml_file_and_overrides(tmp_path):
             ["training.learning_rate=1"],
             "training.learning_rate: unknown key; allowed here: epochs, max_steps",
         ),
-        (["method=adalora"], "method: Value error, unknown method 'adalora'; allowed: full, lora"),
+        (
+            ["method=adalora"],
+            "method: Value error, unknown method 'adalora'; allowed: full, freeze, lora, dora, ia3, bitfit",
+        ),
         (["data.on_error=ignore"], "data.on_error: Input should be 'strict' or 'skip'"),
         (["output.name=a/b"], "output.name: Value error, must be a plain folder name"),
         (["nonsense=1"], "nonsense: unknown key; allowed here: model, data, task, method"),

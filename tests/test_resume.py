@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import tiny_config
+from helpers import keyword_files, tiny_config
 from tunelab.utils.io import read_jsonl
 
 RUN = "import json, sys, tunelab; tunelab.train(json.load(open(sys.argv[1])))"
@@ -44,12 +44,7 @@ def trace(run_dir: Path) -> list:
 @pytest.fixture(scope="module")
 def setup(tiny_bert, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resume")
-    from helpers import keyword_rows, write_csv
-
-    data = {
-        "train": write_csv(tmp / "train.csv", keyword_rows(100, 1)),
-        "validation": write_csv(tmp / "val.csv", keyword_rows(24, 2)),
-    }
+    data = keyword_files(tmp, 100, 24)
     cfg = tiny_config(
         tiny_bert,
         data,

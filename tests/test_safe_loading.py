@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import tunelab
-from helpers import tiny_config
+from helpers import keyword_files, tiny_config
 from tunelab.errors import TunelabError
 from tunelab.training import checkpoint as ckpt
 
@@ -30,13 +30,8 @@ def evil_pickle(path, marker):
 
 @pytest.fixture(scope="module")
 def runs(tiny_bert, tmp_path_factory):
-    from helpers import keyword_rows, write_csv
-
     tmp = tmp_path_factory.mktemp("safe")
-    data = {
-        "train": write_csv(tmp / "t.csv", keyword_rows(64, 1)),
-        "validation": write_csv(tmp / "v.csv", keyword_rows(16, 2)),
-    }
+    data = keyword_files(tmp, 64, 16)
     out = {}
     for method in ("full", "lora"):
         cfg = tiny_config(
@@ -117,7 +112,9 @@ def remote_code_model(tiny_bert, folder, marker, model_type="bert"):
     )
 
 
-def test_remote_code_never_runs_unless_the_user_turns_it_on(tiny_bert, keyword_data, runs, tmp_path):
+def test_remote_code_never_runs_unless_the_user_turns_it_on(
+    tiny_bert, keyword_data, runs, tmp_path
+):
     marker = tmp_path / "pwned"
     # a known architecture that also ships code: the built-in class is used, the code is not run
     known = tmp_path / "known"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tunelab
-from helpers import keyword_rows, tiny_config, write_csv
+from helpers import keyword_files, keyword_rows, tiny_config, write_csv
 from tunelab.cli import main
 from tunelab.errors import ConfigError, RunDirError
 from tunelab.utils.io import read_jsonl
@@ -17,20 +17,14 @@ from tunelab.utils.io import read_jsonl
 @pytest.fixture(scope="module")
 def full_run(tiny_bert, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("full")
-    data = {
-        "train": write_csv(tmp / "train.csv", keyword_rows(160, 1)),
-        "validation": write_csv(tmp / "validation.csv", keyword_rows(48, 2)),
-    }
+    data = keyword_files(tmp)
     return tunelab.train(tiny_config(tiny_bert, data, tmp / "runs")), data
 
 
 @pytest.fixture(scope="module")
 def lora_run(tiny_bert, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lora")
-    data = {
-        "train": write_csv(tmp / "train.csv", keyword_rows(160, 1)),
-        "validation": write_csv(tmp / "validation.csv", keyword_rows(48, 2)),
-    }
+    data = keyword_files(tmp)
     cfg = tiny_config(
         tiny_bert,
         data,
@@ -64,6 +58,10 @@ def test_run_directory_holds_everything(full_run):
         assert (d / name).is_file(), name
     info = json.loads((d / "run.json").read_text())
     assert info["status"] == "completed" and info["task"]["labels"] == ["negative", "positive"]
+    # keep_last=2 complete checkpoints (evals at 40 and 80), plus the best weights kept apart
+    ckpts = sorted(p.name for p in (d / "checkpoints").iterdir())
+    best = f"best-{info['summary']['best_step']:07d}"
+    assert ckpts == sorted([best, "step-0000040", "step-0000080"])
     rows = read_jsonl(d / "metrics.jsonl")
     train = [r for r in rows if r["type"] == "train"]
     evals = [r for r in rows if r["type"] == "eval"]

@@ -27,6 +27,8 @@ RESUME_FIXED = (
     "task",
     "method",
     "lora",
+    "freeze",
+    "ia3",
     "training.seed",
     "training.batch_size",
     "training.grad_accum",

@@ -86,6 +86,22 @@ class LoraConfig(Section):
     train_head: bool = Field(
         True, description="Train the task head (classifier and pooler) fully alongside LoRA."
     )
+    rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r) (rsLoRA).")
+
+
+class FreezeConfig(Section):
+    train_top_layers: int = Field(
+        2, ge=0, description="Transformer layers, counted from the top, that train (plus the head)."
+    )
+
+
+class Ia3Config(Section):
+    target_modules: list[str] | None = Field(
+        None, description="Modules whose outputs IA3 rescales; unset: PEFT's default for the family."
+    )
+    feedforward_modules: list[str] | None = Field(
+        None, description="Which of those are feed-forward (scaled on the input); unset: default."
+    )
 
 
 class TrainingConfig(Section):
@@ -176,6 +192,8 @@ class RunConfig(Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     method: str = Field("lora", description="Training method; see `tunelab methods`.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    ia3: Ia3Config = Field(default_factory=Ia3Config)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     resume_ignore_changes: bool = Field(

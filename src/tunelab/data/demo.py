@@ -9,13 +9,14 @@ final clause, so the task is easy to learn but not solved by one keyword.
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import io
 import os
 import pathlib
 import random
-import tempfile
 from dataclasses import dataclass, field
+
+from tunelab.utils.io import atomic_write_text
 
 __all__ = ["LABELS", "make_demo_rows", "write_demo_dataset"]
 
@@ -655,19 +656,11 @@ def make_demo_rows(n: int, seed: int) -> list[dict]:
 
 
 def _write_csv_atomic(path: pathlib.Path, rows: list[dict]) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["text", "label"])
-            writer.writeheader()
-            writer.writerows(rows)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=["text", "label"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def write_demo_dataset(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from tunelab.errors import ConfigError
@@ -26,6 +27,7 @@ class LoraMethod(Method):
     description = (
         "Low-rank adapters on the chosen linear layers (PEFT); the task head trains fully."
     )
+    use_dora = False
 
     def peft_config(self, model, cfg, head_modules: list[str]):
         from peft import LoraConfig, TaskType
@@ -42,6 +44,8 @@ class LoraMethod(Method):
             exclude = rf".*\b({'|'.join(map(re.escape, heads))})\b.*"
         return LoraConfig(
             task_type=TaskType.SEQ_CLS,
+            use_dora=self.use_dora,
+            use_rslora=lc.rslora,
             r=lc.r,
             lora_alpha=lc.alpha,
             lora_dropout=lc.dropout,
@@ -55,7 +59,10 @@ class LoraMethod(Method):
 
         pc = self.peft_config(model, cfg, head_modules)
         try:
-            return get_peft_model(model, pc)
+            with warnings.catch_warnings():
+                # peft calls a transformers helper deprecated in v5; nothing for users to act on
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+                return get_peft_model(model, pc)
         except ValueError as e:
             raise ConfigError(f"lora.target_modules: {str(e).splitlines()[0]}") from None
 
@@ -69,3 +76,9 @@ class LoraMethod(Method):
 
     def unwrap(self, model):
         return model.get_base_model()
+
+
+class DoraMethod(LoraMethod):
+    name = "dora"
+    description = "DoRA: LoRA with a learned magnitude per output (PEFT); options under lora:."
+    use_dora = True

@@ -16,10 +16,13 @@ def register(cls: type[Method]) -> type[Method]:
 def _load_builtin() -> None:
     if _REGISTRY:
         return
+    from tunelab.methods.bitfit import BitFit
+    from tunelab.methods.freeze import FreezeLayers
     from tunelab.methods.full import FullFineTuning
-    from tunelab.methods.lora import LoraMethod
+    from tunelab.methods.ia3 import Ia3Method
+    from tunelab.methods.lora import DoraMethod, LoraMethod
 
-    for cls in (FullFineTuning, LoraMethod):
+    for cls in (FullFineTuning, FreezeLayers, LoraMethod, DoraMethod, Ia3Method, BitFit):
         register(cls)
 
 

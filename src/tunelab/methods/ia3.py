@@ -1,0 +1,24 @@
+"""IA3 (Liu et al., 2022) through PEFT: learned rescaling vectors; the task head trains fully."""
+
+from __future__ import annotations
+
+from tunelab.errors import ConfigError
+from tunelab.methods.lora import LoraMethod
+
+
+class Ia3Method(LoraMethod):
+    name = "ia3"
+    description = "IA3 rescaling vectors on keys, values and feed-forward layers (PEFT)."
+
+    def peft_config(self, model, cfg, head_modules: list[str]):
+        from peft import IA3Config, TaskType
+
+        c = cfg.ia3
+        if (c.target_modules is None) != (c.feedforward_modules is None):
+            raise ConfigError("ia3.target_modules and ia3.feedforward_modules are set together")
+        return IA3Config(
+            task_type=TaskType.SEQ_CLS,
+            target_modules=c.target_modules,
+            feedforward_modules=c.feedforward_modules,
+            modules_to_save=list(head_modules) or None,
+        )

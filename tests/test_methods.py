@@ -1,0 +1,106 @@
+"""Method × model-family matrix on tiny random models: trainable set, gradient flow, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunelab.config import load_config
+from tunelab.errors import ConfigError
+from tunelab.methods import get_method, method_names
+from tunelab.methods.base import parameter_report
+from tunelab.models.loading import load_tokenizer
+from tunelab.models.registry import resolve_model
+from tunelab.tasks.classification import ClassificationTask
+
+METHODS = ["full", "freeze", "lora", "dora", "ia3", "bitfit"]
+
+
+def build(folder, method, **over):
+    r = resolve_model(str(folder))
+    task = ClassificationTask(["a", "b", "c"], tokenizer=load_tokenizer(r))
+    cfg = load_config({"method": method, "freeze": {"train_top_layers": 1}, **over})
+    torch.manual_seed(0)
+    model = task.build_model(r)
+    m = get_method(method)
+    return task, m, m.apply(model, cfg, task.head_modules(model)), r
+
+
+def in_head(name, task, model):
+    return any(f".{h}." in f".{name}" for h in task.head_modules(model))
+
+
+def promised(method, name, task, model) -> bool:
+    """Whether ``method`` promises to train parameter ``name``."""
+    if method == "full":
+        return True
+    if in_head(name, task, model):
+        return "original_module" not in name  # PEFT keeps a frozen copy of the head
+    if method == "freeze":
+        return (
+            ".layer.1." in name
+            or ".layers.1." in name
+            or (name.endswith("norm.weight") and "layers" not in name and "embed" not in name)
+        )
+    if method in ("lora", "dora"):
+        return "lora_" in name
+    if method == "ia3":
+        return "ia3_l" in name
+    if method == "bitfit":
+        return name.endswith(".bias")
+    raise AssertionError(method)
+
+
+def batch(task):
+    return {
+        **task.collate(task.encode(["the movie was good", "a dull boring plot indeed"])),
+        "labels": torch.tensor([0, 2]),
+    }
+
+
+@pytest.fixture(params=["tiny_bert", "tiny_llama"])
+def family(request):
+    return request.param, request.getfixturevalue(request.param)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_trainable_set_gradients_and_round_trip(family, method, tmp_path):
+    fam, folder = family
+    if fam == "tiny_llama" and method == "bitfit":
+        with pytest.raises(
+            ConfigError, match="no bias terms.*use one of: full, freeze, lora, dora, ia3"
+        ):
+            build(folder, method)
+        return
+    task, m, model, r = build(folder, method)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = {n for n, _ in model.named_parameters() if promised(method, n, task, model)}
+    assert names == expected
+    rep = parameter_report(model)
+    assert 0 < rep["trainable"] <= rep["total"]
+    # gradients reach exactly the trainable parameters
+    model.train()
+    task.loss(model, batch(task)).backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == names
+    # saved weights reload into a fresh base and give the same outputs
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    model.eval()
+    b = batch(task)
+    ref = task._logits(model, b)
+    m.save(model, tmp_path / "saved")
+    fresh = task.build_model(r)
+    again = m.load(fresh, tmp_path / "saved").eval()
+    assert torch.allclose(task._logits(again, b), ref, atol=1e-5)
+
+
+def test_registry_lists_every_method():
+    assert method_names() == METHODS
+
+
+def test_freeze_layer_bounds(tiny_bert):
+    with pytest.raises(ConfigError, match="has only 2 layers"):
+        build(tiny_bert, "freeze", freeze={"train_top_layers": 5})
