@@ -97,7 +97,8 @@ class FreezeConfig(Section):
 
 class Ia3Config(Section):
     target_modules: list[str] | None = Field(
-        None, description="Modules whose outputs IA3 rescales; unset: PEFT's default for the family."
+        None,
+        description="Modules whose outputs IA3 rescales; unset: PEFT's default for the family.",
     )
     feedforward_modules: list[str] | None = Field(
         None, description="Which of those are feed-forward (scaled on the input); unset: default."
