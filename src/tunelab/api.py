@@ -593,3 +593,33 @@ def predict(
             }
         )
     return out
+
+
+def merge(
+    run_dir: str | os.PathLike, output: str | os.PathLike | None = None, overwrite: bool = False
+) -> Path:
+    """Fold a run's adapter into its base model and save a plain transformers folder.
+
+    Returns the folder that holds the merged model: ``RUN_DIR/merged`` (or ``output``) for
+    LoRA, DoRA and IA3, and ``RUN_DIR/model`` itself for methods that already save a full model.
+    """
+    run = load_run(run_dir)
+    from tunelab.methods import get_method
+
+    method = get_method(run.config.method)
+    merged = method.merge(run.accelerator.unwrap_model(run.model))
+    if merged is None:
+        return run.run_dir / "model"
+    target = Path(output) if output else run.run_dir / "merged"
+    if target.exists() and not overwrite:
+        raise RunDirError(
+            f"{target} already exists; pass --overwrite (overwrite=True) to replace it"
+        )
+    with atomic_directory(target) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        for f in (run.run_dir / "model").iterdir():
+            if f.name.startswith(
+                ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
+            ):
+                shutil.copy2(f, tmp / f.name)
+    return target

@@ -119,6 +119,17 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_merge(args) -> int:
+    from tunelab.api import merge
+
+    path = merge(args.run_dir, args.output, args.overwrite)
+    if path.name == "model":
+        print(f"{path} already holds the full model (nothing to merge for this method)")
+    else:
+        print(f"merged model written to {path} (loads with AutoModelForSequenceClassification)")
+    return 0
+
+
 def _cmd_models(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -217,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-remote-code", action="store_true", help="allow the base model's own code to run"
     )
     s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("merge", help="fold a LoRA/DoRA/IA3 adapter into its base model")
+    s.add_argument("run_dir")
+    s.add_argument("--output", help="target folder (default RUN_DIR/merged)")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_cmd_merge)
 
     s = sub.add_parser("models", help="list embedded and installed models")
     s.set_defaults(func=_cmd_models)

@@ -25,6 +25,11 @@ class Method(ABC):
     def load(self, base_model, out_dir: Path):
         """Rebuild the trained model from ``save``'s output on top of a freshly loaded base."""
 
+    def merge(self, model):
+        """The model with the method's weights folded into the base, or None when the saved
+        model already is a plain full model (full fine-tuning, freeze, BitFit)."""
+        return None
+
     def unwrap(self, model):
         """The underlying transformers model (for saving the base or calling generate)."""
         return model

@@ -77,6 +77,10 @@ class LoraMethod(Method):
     def unwrap(self, model):
         return model.get_base_model()
 
+    def merge(self, model):
+        # exact for LoRA, DoRA and IA3: the adapter is a reparameterisation of linear weights
+        return model.merge_and_unload()
+
 
 class DoraMethod(LoraMethod):
     name = "dora"
