@@ -105,3 +105,12 @@ def tiny_config(model: Path, data: dict[str, Path], out: Path, **over) -> dict:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
     return cfg
+
+
+def plain_probs(model, tokenizer, texts: list[str]) -> list[list[float]]:
+    """Class probabilities from a model loaded with plain transformers / peft."""
+    import torch
+
+    with torch.no_grad():
+        enc = tokenizer(texts, return_tensors="pt", padding=True)
+        return model.eval()(**enc).logits.softmax(-1).tolist()

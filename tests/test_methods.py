@@ -113,7 +113,7 @@ def test_merge_matches_the_unmerged_model(tiny_bert, keyword_data, tmp_path, met
     from transformers import AutoModelForSequenceClassification
 
     import tunelab
-    from helpers import tiny_config
+    from helpers import plain_probs, tiny_config
     from tunelab.cli import main
 
     cfg = tiny_config(
@@ -132,9 +132,8 @@ def test_merge_matches_the_unmerged_model(tiny_bert, keyword_data, tmp_path, met
     assert str(target) in out
     merged = AutoModelForSequenceClassification.from_pretrained(target).eval()
     tok = tunelab.load_run(run).task.tokenizer
-    with torch.no_grad():
-        probs = merged(**tok(texts, return_tensors="pt", padding=True)).logits.softmax(-1)
-    for row, p in zip(ours, probs.tolist()):
+    probs = plain_probs(merged, tok, texts)
+    for row, p in zip(ours, probs):
         assert list(row["probabilities"].values()) == pytest.approx(p, abs=1e-4)
     if method != "bitfit":
         assert main(["merge", str(run)]) == 2  # never overwritten without being asked

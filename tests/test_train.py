@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import tunelab
-from helpers import keyword_files, keyword_rows, tiny_config, write_csv
+from helpers import keyword_files, keyword_rows, plain_probs, tiny_config, write_csv
 from tunelab.cli import main
 from tunelab.errors import ConfigError, RunDirError
 from tunelab.utils.io import read_jsonl
@@ -90,10 +89,9 @@ def test_full_model_loads_with_plain_transformers(full_run):
     ours = tunelab.predict(res.run_dir, texts=texts)
     model = AutoModelForSequenceClassification.from_pretrained(res.run_dir / "model").eval()
     tok = AutoTokenizer.from_pretrained(res.run_dir / "model")
-    with torch.no_grad():
-        probs = model(**tok(texts, return_tensors="pt", padding=True)).logits.softmax(-1)
+    probs = plain_probs(model, tok, texts)
     assert model.config.id2label == {0: "negative", 1: "positive"}
-    for row, p in zip(ours, probs.tolist()):
+    for row, p in zip(ours, probs):
         assert [
             row["probabilities"]["negative"],
             row["probabilities"]["positive"],
@@ -118,9 +116,8 @@ def test_lora_trains_few_parameters_and_loads_with_plain_peft(lora_run):
     ours = tunelab.predict(res.run_dir, texts=texts)
     model = AutoPeftModelForSequenceClassification.from_pretrained(res.run_dir / "model").eval()
     tok = AutoTokenizer.from_pretrained(res.run_dir / "model")
-    with torch.no_grad():
-        probs = model(**tok(texts, return_tensors="pt", padding=True)).logits.softmax(-1)
-    for row, p in zip(ours, probs.tolist()):
+    probs = plain_probs(model, tok, texts)
+    for row, p in zip(ours, probs):
         assert [
             row["probabilities"]["negative"],
             row["probabilities"]["positive"],
