@@ -138,3 +138,33 @@ def test_merge_matches_the_unmerged_model(tiny_bert, keyword_data, tmp_path, met
     if method != "bitfit":
         assert main(["merge", str(run)]) == 2  # never overwritten without being asked
         assert main(["merge", str(run), "--overwrite"]) == 0
+
+
+def test_compare_trains_each_method_and_writes_table_and_plot(
+    tiny_bert, keyword_data, tmp_path, capsys
+):
+    import json
+
+    import yaml
+
+    from helpers import tiny_config
+    from tunelab.cli import main
+
+    cfg = tiny_config(tiny_bert, keyword_data, tmp_path / "runs", **{"training.max_steps": 6})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(cfg, default=str))))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(path), "--methods", "full,lora,bitfit", "--output", str(out)]) == 0
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["full", "lora", "bitfit"]
+    assert (
+        rows[0]["trainable_pct"] == 100.0
+        and rows[2]["trainable_pct"] < rows[1]["trainable_pct"] < 100
+    )
+    assert all(0 <= r["metric"] <= 1 and r["saved_mb"] > 0 for r in rows)
+    assert rows[1]["saved_mb"] < rows[0]["saved_mb"]  # an adapter is smaller than a full model
+    assert (out / "compare.png").stat().st_size > 1000 and (out / "compare.csv").is_file()
+    assert (
+        main(["compare", str(path), "--methods", "full,nope", "--output", str(tmp_path / "x")]) == 2
+    )
+    assert "unknown ['nope']" in capsys.readouterr().err

@@ -130,6 +130,38 @@ def _cmd_merge(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tunelab.compare import COLUMNS, compare
+
+    rows = compare(
+        args.config,
+        [m.strip() for m in args.methods.split(",") if m.strip()],
+        args.overrides,
+        args.output,
+    )
+    t = Table(title="methods compared")
+    for c in COLUMNS:
+        t.add_column(c, justify="left" if c == "method" else "right")
+    for r in rows:
+        if "error" in r:
+            t.add_row(r["method"], f"failed: {r['error']}", *[""] * (len(COLUMNS) - 2))
+            continue
+        t.add_row(
+            r["method"],
+            f"{r['metric']:.4f}",
+            f"{r['trainable_pct']:.3f}",
+            f"{r['train_seconds']:.1f}",
+            f"{r['examples_per_s']:.1f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['saved_mb']:.2f}",
+        )
+    Console().print(t)
+    return 0 if all("error" not in r for r in rows) else 1
+
+
 def _cmd_models(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -234,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="target folder (default RUN_DIR/merged)")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_cmd_merge)
+
+    s = sub.add_parser("compare", help="train several methods on the same data and budget")
+    s.add_argument("config")
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.add_argument(
+        "--methods", required=True, help="comma-separated, e.g. full,lora,dora,ia3,bitfit"
+    )
+    s.add_argument("--output", help="folder for the runs and compare.json/.csv/.png")
+    s.set_defaults(func=_cmd_compare)
 
     s = sub.add_parser("models", help="list embedded and installed models")
     s.set_defaults(func=_cmd_models)

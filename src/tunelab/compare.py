@@ -1,0 +1,118 @@
+"""`tunelab compare`: train several methods on the same data and budget, side by side.
+
+Each method runs in its own process (`tunelab train`), so that peak memory is its own; the
+figures come from each run directory's run.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import load_config
+from tunelab.errors import ConfigError, TunelabError
+from tunelab.utils.io import atomic_write_json, atomic_write_text
+
+COLUMNS = (
+    "method",
+    "metric",
+    "trainable_pct",
+    "train_seconds",
+    "examples_per_s",
+    "peak_rss_mb",
+    "saved_mb",
+)
+
+
+def compare(
+    config: str | os.PathLike,
+    methods: list[str],
+    overrides: list[str] | None = None,
+    output_dir: str | os.PathLike | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``config`` once per method; write compare.json/.csv/.png; return the rows."""
+    from tunelab.methods import method_names
+
+    unknown = [m for m in methods if m not in method_names()]
+    if unknown or not methods:
+        raise ConfigError(
+            f"--methods: unknown {unknown or '(none given)'}; allowed: {', '.join(method_names())}"
+        )
+    overrides = list(overrides or [])
+    cfg = load_config(config, overrides)  # validate once, before any training starts
+    out = Path(output_dir or Path(cfg.output.dir) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and any(out.iterdir()):
+        raise TunelabError(f"{out} already exists; choose another --output")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for method in methods:
+        cmd = [
+            sys.executable,
+            "-m",
+            "tunelab.cli",
+            "train",
+            str(config),
+            *overrides,
+            f"method={method}",
+            f"output.dir={out}",
+            f"output.name={method}",
+            "training.progress=false",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        info_path = out / method / "run.json"
+        if proc.returncode != 0 or not info_path.is_file():
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            rows.append({"method": method, "error": last})
+            continue
+        info = json.loads(info_path.read_text())
+        s = info["summary"]
+        rows.append(
+            {
+                "method": method,
+                "metric": info["final"]["validation"].get(cfg.training.metric),
+                "trainable_pct": info["parameters"]["trainable_pct"],
+                "trainable": info["parameters"]["trainable"],
+                "train_seconds": s["wall_seconds"],
+                "examples_per_s": s["examples_per_s"],
+                "peak_rss_mb": s["peak_rss_mb"],
+                "saved_mb": info["saved_model_mb"],
+            }
+        )
+    atomic_write_json(out / "compare.json", {"metric": cfg.training.metric, "rows": rows})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[*COLUMNS, "error"], extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "compare.csv", buf.getvalue())
+    _plot(rows, cfg.training.metric, out / "compare.png")
+    return rows
+
+
+def _plot(rows: list[dict], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if "error" not in r]
+    if not ok:
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.scatter([r["trainable_pct"] for r in ok], [r["metric"] for r in ok])
+    for r in ok:
+        a.annotate(r["method"], (r["trainable_pct"], r["metric"]))
+    a.set_xscale("log")
+    a.set_xlabel("trainable parameters (%)")
+    a.set_ylabel(f"validation {metric}")
+    b.bar([r["method"] for r in ok], [r["examples_per_s"] for r in ok])
+    b.set_ylabel("train examples / s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
