@@ -277,3 +277,10 @@ def test_grad_accumulation_and_early_stopping(tiny_bert, keyword_data, tmp_path)
     assert res.summary["stop_reason"] == "early_stopping"
     assert [r["step"] for r in evals] == [5, 10, 15]
     assert res.summary["examples"] == 15 * 16  # 2 micro-batches of 8 per optimizer step
+
+
+def test_resume_needs_the_run_name(tiny_bert, keyword_data, tmp_path):
+    cfg = tiny_config(tiny_bert, keyword_data, tmp_path / "runs", resume=True)
+    cfg["output"].pop("name")
+    with pytest.raises(ConfigError, match="resume=true needs output.name"):
+        tunelab.train(cfg)

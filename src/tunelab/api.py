@@ -211,6 +211,8 @@ def _run_name(cfg: RunConfig, accelerator) -> str:
 
     if cfg.output.name:
         return cfg.output.name
+    if cfg.resume is True:
+        raise ConfigError("resume=true needs output.name: the name of the run to continue")
     from tunelab.models.registry import resolve_model
 
     short = resolve_model(cfg.model.name).short_name if accelerator.is_main_process else ""
