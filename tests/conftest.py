@@ -25,50 +25,46 @@ def _tokenizer():
     return BertTokenizer(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))})
 
 
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+
+
+def _save_tiny(folder: Path, model_cls, config_cls, **extra) -> Path:
+    """Save a randomly initialised model of ``TINY`` size with the shared tokenizer."""
+    import torch
+
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    model_cls(config_cls(vocab_size=len(tok), **TINY, **extra)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT encoder (no task head) with a matching WordPiece tokenizer."""
-    import torch
     from transformers import BertConfig, BertModel
 
-    d = tmp_path_factory.mktemp("tiny-bert")
-    tok = _tokenizer()
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return _save_tiny(tmp_path_factory.mktemp("tiny-bert"), BertModel, BertConfig)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     """A 2-layer Llama causal LM (no biases) with the same tokenizer."""
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    d = tmp_path_factory.mktemp("tiny-llama")
-    tok = _tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+    return _save_tiny(
+        tmp_path_factory.mktemp("tiny-llama"),
+        LlamaForCausalLM,
+        LlamaConfig,
         num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
         pad_token_id=0,
     )
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 @pytest.fixture
