@@ -13,6 +13,7 @@ from typing import Any
 from tunelab import __version__
 from tunelab.config import RunConfig, load_config
 from tunelab.errors import ConfigError, DataError, RunDirError, TunelabError
+from tunelab.evaluation.metrics import scalar_metrics
 from tunelab.utils.io import (
     atomic_directory,
     atomic_write_json,
@@ -115,43 +116,22 @@ def _held_out(table, fraction: float, seed: int):
     """Split a table into (train, validation) with a seeded permutation."""
     import numpy as np
 
-    from tunelab.data.sources import Table
-
     n = len(table)
     n_val = max(1, round(n * fraction))
     if n - n_val < 1:
         raise DataError(f"{table.source}: {n} row(s) are too few to hold out a validation fraction")
     perm = np.random.default_rng([seed, 7]).permutation(n)
-
-    def pick(idx):
-        return Table(
-            table.source,
-            table.columns,
-            [table.rows[i] for i in idx],
-            [table.row_ids[i] for i in idx],
-            [],
-        )
-
-    train, val = pick(sorted(perm[n_val:])), pick(sorted(perm[:n_val]))
-    train.skipped = table.skipped  # reported once, with the training split
-    return train, val
+    # malformed rows are reported once, with the training split
+    return table.subset(sorted(perm[n_val:]), table.skipped), table.subset(sorted(perm[:n_val]))
 
 
 def _subsample(table, k: int, seed: int):
     import numpy as np
 
-    from tunelab.data.sources import Table
-
     if k >= len(table):
         return table
     idx = sorted(np.random.default_rng([seed, 11]).choice(len(table), size=k, replace=False))
-    return Table(
-        table.source,
-        table.columns,
-        [table.rows[i] for i in idx],
-        [table.row_ids[i] for i in idx],
-        table.skipped,
-    )
+    return table.subset(idx, table.skipped)
 
 
 def build_task(cfg: RunConfig, tokenizer, train_table=None, meta: dict | None = None):
@@ -402,10 +382,14 @@ def train(
     summary = trainer.fit(resume_from=resume)
     summary["wall_seconds"] = time.perf_counter() - t0
     model = trainer.model
-    # final evaluation with the selected weights
+    # final evaluation with the selected weights (the loop's last pass when it scored them)
     results: dict[str, Any] = {}
     for name in [n for n in ("validation", "test") if n in splits]:
-        metrics, rows = task.evaluate(model, splits[name], trainer.eval_bs, accelerator)
+        last = trainer.last_eval
+        if name == "validation" and last is not None and last[0] == trainer.weights_step:
+            metrics, rows = last[1], last[2]
+        else:
+            metrics, rows = task.evaluate(model, splits[name], trainer.eval_bs, accelerator)
         results[name] = metrics
         if accelerator.is_main_process:
             _write_eval(run_dir, name, metrics, rows, cfg.output.save_predictions)
@@ -419,10 +403,7 @@ def train(
             status="completed",
             summary=summary,
             saved_model_mb=round(_file_size_mb(run_dir / "model"), 3),
-            final={
-                k: {m: v for m, v in r.items() if isinstance(v, (int, float))}
-                for k, r in results.items()
-            },
+            final={k: scalar_metrics(r) for k, r in results.items()},
         )
         atomic_write_json(run_dir / "run.json", run_info)
     accelerator.wait_for_everyone()
@@ -433,30 +414,20 @@ def train(
     )
 
 
+SHOWN = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+
+
 def _print_result(console, summary: dict, results: dict) -> None:
     from rich.table import Table as RTable
 
     t = RTable(title="results")
     t.add_column("split")
-    for c in ("accuracy", "f1_macro", "precision_macro", "recall_macro"):
+    for c in SHOWN:
         t.add_column(c, justify="right")
-    if summary.get("before"):
-        b = summary["before"]
-        t.add_row(
-            "validation (before)",
-            *[
-                f"{b.get(c, float('nan')):.4f}"
-                for c in ("accuracy", "f1_macro", "precision_macro", "recall_macro")
-            ],
-        )
-    for name, m in results.items():
-        t.add_row(
-            f"{name} (after)",
-            *[
-                f"{m.get(c, float('nan')):.4f}"
-                for c in ("accuracy", "f1_macro", "precision_macro", "recall_macro")
-            ],
-        )
+    rows = {"validation (before)": summary["before"]} if summary.get("before") else {}
+    rows.update({f"{name} (after)": m for name, m in results.items()})
+    for label, m in rows.items():
+        t.add_row(label, *[f"{m.get(c, float('nan')):.4f}" for c in SHOWN])
     console.print(t)
     console.print(
         f"{summary['steps']} steps · {summary['examples_per_s']:.1f} train examples/s · "

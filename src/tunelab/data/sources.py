@@ -35,6 +35,16 @@ class Table:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def subset(self, idx, skipped: list[tuple[int, str]] | None = None) -> Table:
+        """The rows at positions ``idx`` (in that order), with ``skipped`` as its report."""
+        return Table(
+            self.source,
+            self.columns,
+            [self.rows[i] for i in idx],
+            [self.row_ids[i] for i in idx],
+            list(skipped or []),
+        )
+
 
 class RowProblems:
     """Collects malformed rows; raises in strict mode, counts in skip mode."""

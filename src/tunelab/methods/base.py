@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
+
+#: ``encoder.layer.3.`` (BERT) or ``model.layers.3.`` (Llama): the index of a transformer layer
+LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def in_head(name: str, head_modules: list[str]) -> bool:
+    """Whether parameter ``name`` belongs to one of the task-head modules."""
+    return any(f".{h}." in f".{name}" for h in head_modules)
+
+
+def layer_index(name: str) -> int | None:
+    m = LAYER_INDEX.search(name)
+    return int(m.group(1)) if m else None
+
+
+def count_layers(model) -> int:
+    """Number of numbered transformer layers among the model's parameters."""
+    found = {i for n, _ in model.named_parameters() if (i := layer_index(n)) is not None}
+    return max(found) + 1 if found else 0
 
 
 class Method(ABC):

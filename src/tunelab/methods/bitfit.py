@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tunelab.errors import ConfigError
+from tunelab.methods.base import in_head
 from tunelab.methods.full import FullFineTuning
 
 
@@ -13,10 +14,10 @@ class BitFit(FullFineTuning):
     def apply(self, model, cfg, head_modules: list[str]):
         n_bias = 0
         for name, p in model.named_parameters():
-            in_head = any(f".{h}." in f".{name}" for h in head_modules)
-            is_bias = name.endswith(".bias") and not in_head
+            head = in_head(name, head_modules)
+            is_bias = name.endswith(".bias") and not head
             n_bias += is_bias
-            p.requires_grad_(in_head or is_bias)
+            p.requires_grad_(head or is_bias)
         if n_bias == 0:
             from tunelab.methods.registry import method_names
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tunelab.data.batching import BatchSampler
 from tunelab.errors import TunelabError
 from tunelab.evaluation.metrics import greater_is_better, scalar_metrics
+from tunelab.methods.base import count_layers, in_head, layer_index
 from tunelab.training import checkpoint as ckpt
 from tunelab.training.faults import fault_point
 from tunelab.utils.io import append_jsonl
@@ -36,8 +36,6 @@ class LoopState:
     evals_without_improvement: int = 0
     bad_steps: int = 0
     skipped_steps: int = 0
-    last_eval_step: int = -1
-    history: list[dict] = field(default_factory=list)
 
 
 def peak_rss_mb() -> float:
@@ -64,20 +62,17 @@ def lr_lambda(total: int, warmup: int, kind: str):
     return fn
 
 
-_LAYER = re.compile(r"\.layers?\.(\d+)\.")
-
-
 def lr_multiplier(name: str, n_layers: int, head_modules: list[str], tc) -> float:
     """Per-parameter learning-rate factor: ``head_lr_scale`` for the task head, and with
     ``layer_lr_decay`` d, d**(n_layers - i) for layer i (embeddings: d**(n_layers + 1))."""
-    if any(f".{h}." in f".{name}" for h in head_modules):
+    if in_head(name, head_modules):
         return tc.head_lr_scale
     d = tc.layer_lr_decay
     if d is None or n_layers <= 0:
         return 1.0
-    m = _LAYER.search(name)
-    if m:
-        return d ** (n_layers - int(m.group(1)))
+    i = layer_index(name)
+    if i is not None:
+        return d ** (n_layers - i)
     return d ** (n_layers + 1) if "embed" in name else 1.0
 
 
@@ -85,7 +80,7 @@ def build_optimizer(model, tc, head_modules: list[str] | None = None):
     """AdamW with weight decay off for biases and norm weights; fused/foreach where available."""
     import torch
 
-    n_layers = int(getattr(getattr(model, "config", None), "num_hidden_layers", 0) or 0)
+    n_layers = count_layers(model)
     groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -147,6 +142,10 @@ class Trainer:
         )
         self.eval_bs = tc.eval_batch_size or 2 * tc.batch_size
         self.trace: list[list] | None = [] if tc.trace_examples else None
+        #: (step, metrics, prediction rows) of the latest validation pass
+        self.last_eval: tuple[int, dict, list] | None = None
+        #: the step whose weights the model holds when fit() returns
+        self.weights_step = 0
 
         optimizer = build_optimizer(model, tc, task.head_modules(model))
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
@@ -254,7 +253,8 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, tag: str = "validation") -> dict[str, Any]:
-        metrics, _ = self.task.evaluate(self.model, self.val_split, self.eval_bs, self.acc)
+        metrics, rows = self.task.evaluate(self.model, self.val_split, self.eval_bs, self.acc)
+        self.last_eval = (self.state.step, metrics, rows)
         self.model.train()
         row = {
             "type": "eval",
@@ -264,7 +264,6 @@ class Trainer:
             **scalar_metrics(metrics),
         }
         self.log(row)
-        self.state.history.append(row)
         return metrics
 
     def _after_eval(self, metrics: dict[str, Any]) -> bool:
@@ -422,7 +421,6 @@ class Trainer:
                 stop = False
                 if self.state.step % self.eval_every == 0 or at_end:
                     metrics = self.evaluate()
-                    self.state.last_eval_step = self.state.step
                     stop = self._after_eval(metrics)
                     shown = ", ".join(
                         f"{k}={v:.4f}" for k, v in scalar_metrics(metrics).items() if k != "n"
@@ -435,12 +433,14 @@ class Trainer:
                 if stop:
                     stop_reason = "early_stopping"
                     break
+        self.weights_step = self.state.step
         if (
             tc.load_best
             and self.state.best_step is not None
             and self.state.best_step != self.state.step
         ):
             self.load_best()
+            self.weights_step = self.state.best_step
             self.say(
                 f"loaded best weights from step {self.state.best_step} "
                 f"({tc.metric}={self.state.best_metric:.4f})"
