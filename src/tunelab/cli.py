@@ -21,7 +21,8 @@ def _cmd_demo(args) -> int:
     before = (res.before or {}).get("accuracy")
     after = res.metrics["accuracy"]
     test = (res.test_metrics or {}).get("accuracy")
-    print(f"accuracy before (untrained head): {before:.3f}" if before is not None else "")
+    if before is not None:
+        print(f"accuracy before (untrained head): {before:.3f}")
     print(
         f"accuracy after:  {after:.3f} (validation)"
         + (f", {test:.3f} (test)" if test is not None else "")

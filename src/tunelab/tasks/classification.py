@@ -194,8 +194,7 @@ class ClassificationTask(Task):
     def loss(self, model, batch: dict[str, Any]):
         import torch.nn.functional as F
 
-        logits = model(**_model_inputs(batch)).logits
-        return F.cross_entropy(logits.float(), batch["labels"])
+        return F.cross_entropy(self._logits(model, batch), batch["labels"])
 
     @staticmethod
     def _logits(model, batch):
