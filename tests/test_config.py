@@ -56,7 +56,7 @@ def test_yaml_file_and_overrides(tmp_path):
         ),
         (
             ["method=adalora"],
-            "method: Value error, unknown method 'adalora'; allowed: full, freeze, lora, dora, ia3, bitfit",
+            "method: Value error, unknown method 'adalora'; allowed: full, freeze, lora, dora, ia3, adapter, prefix, prompt, bitfit",
         ),
         (["data.on_error=ignore"], "data.on_error: Input should be 'strict' or 'skip'"),
         (["output.name=a/b"], "output.name: Value error, must be a plain folder name"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -13,7 +15,9 @@ from tunelab.models.loading import load_tokenizer
 from tunelab.models.registry import resolve_model
 from tunelab.tasks.classification import ClassificationTask
 
-METHODS = ["full", "freeze", "lora", "dora", "ia3", "bitfit"]
+METHODS = ["full", "freeze", "lora", "dora", "ia3", "adapter", "prefix", "prompt", "bitfit"]
+FAMILIES = ["tiny_bert", "tiny_llama", "tiny_bart", "tiny_t5"]
+NO_BIAS = ("tiny_llama", "tiny_t5")
 
 
 def build(folder, method, **over):
@@ -23,7 +27,7 @@ def build(folder, method, **over):
     torch.manual_seed(0)
     model = task.build_model(r)
     m = get_method(method)
-    return task, m, m.apply(model, cfg, task.head_modules(model)), r
+    return task, m, m.apply(model, cfg, task.head_modules(model), task.tokenizer), r
 
 
 def in_head(name, task, model):
@@ -35,21 +39,22 @@ def promised(method, name, task, model) -> bool:
     if method == "full":
         return True
     if in_head(name, task, model):
-        if method == "ia3" and ".pooler." in name:
-            return False  # see methods/ia3.py
         return "original_module" not in name  # PEFT keeps a frozen copy of the head
-    if method == "freeze":
-        return (
-            ".layer.1." in name
-            or ".layers.1." in name
-            or (name.endswith("norm.weight") and "layers" not in name and "embed" not in name)
-        )
+    if method == "freeze":  # the top one of two layers, and what sits above the layers
+        layer = re.search(r"\.(layers?|block)\.(\d)\.", name)  # T5: block.N.layer.M
+        if layer:
+            return layer.group(2) == "1"
+        return not any(s in name for s in ("embed", "shared"))
     if method in ("lora", "dora"):
         return "lora_" in name
     if method == "ia3":
         return "ia3_l" in name
     if method == "bitfit":
         return name.endswith(".bias")
+    if method == "adapter":
+        return ".adapter_" in name
+    if method in ("prefix", "prompt"):
+        return name == method
     raise AssertionError(method)
 
 
@@ -60,7 +65,7 @@ def batch(task):
     }
 
 
-@pytest.fixture(params=["tiny_bert", "tiny_llama"])
+@pytest.fixture(params=FAMILIES)
 def family(request):
     return request.param, request.getfixturevalue(request.param)
 
@@ -68,9 +73,9 @@ def family(request):
 @pytest.mark.parametrize("method", METHODS)
 def test_trainable_set_gradients_and_round_trip(family, method, tmp_path):
     fam, folder = family
-    if fam == "tiny_llama" and method == "bitfit":
+    if fam in NO_BIAS and method == "bitfit":
         with pytest.raises(
-            ConfigError, match="no bias terms.*use one of: full, freeze, lora, dora, ia3"
+            ConfigError, match="no bias terms.*use one of: full, freeze, lora, dora, ia3, adapter"
         ):
             build(folder, method)
         return

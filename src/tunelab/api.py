@@ -321,7 +321,7 @@ def train(
     set_seed(cfg.training.seed)  # the head's initialisation does not depend on data loading
     model = task.build_model(resolved, cfg.model.trust_remote_code)
     method = get_method(cfg.method)
-    model = method.apply(model, cfg, task.head_modules(model))
+    model = method.apply(model, cfg, task.head_modules(model), tokenizer)
     if cfg.training.fast_dropout:
         from tunelab.training.fast_dropout import use_fast_dropout
 

@@ -84,7 +84,7 @@ class LoraConfig(Section):
         "projections of the model family.",
     )
     train_head: bool = Field(
-        True, description="Train the task head (classifier and pooler) fully alongside LoRA."
+        True, description="Train the newly initialised task head fully alongside LoRA."
     )
     rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r) (rsLoRA).")
 
@@ -102,6 +102,51 @@ class Ia3Config(Section):
     )
     feedforward_modules: list[str] | None = Field(
         None, description="Which of those are feed-forward (scaled on the input); unset: default."
+    )
+
+
+class AdapterConfig(Section):
+    placement: Literal["houlsby", "pfeiffer"] = Field(
+        "houlsby",
+        description="`houlsby`: a bottleneck after the attention and the feed-forward block of "
+        "every layer; `pfeiffer`: after the feed-forward block only.",
+    )
+    reduction_factor: int = Field(
+        16, ge=1, le=4096, description="Hidden size divided by the bottleneck width."
+    )
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = Field(
+        "relu", description="Activation between the down- and up-projection."
+    )
+    train_layernorm: bool = Field(
+        False, description="Also train the layer norms of the transformer (Houlsby et al. do)."
+    )
+
+
+class PrefixConfig(Section):
+    num_virtual_tokens: int = Field(
+        20, ge=1, le=1024, description="Prefix length: key/value vectors per attention layer."
+    )
+    projection: bool = Field(
+        False,
+        description="Reparameterise the prefixes through a two-layer MLP while training "
+        "(Li & Liang); only the resulting prefixes are saved.",
+    )
+    projection_hidden: int = Field(512, ge=1, description="Hidden width of that MLP.")
+    init_text: str | None = Field(
+        None,
+        description="Initialise the prefixes with the model's own keys/values of this text "
+        "(repeated to length); unset: of randomly drawn vocabulary tokens.",
+    )
+
+
+class PromptConfig(Section):
+    num_virtual_tokens: int = Field(
+        20, ge=1, le=1024, description="Soft-prompt length in embedding vectors."
+    )
+    init_text: str | None = Field(
+        None,
+        description="Initialise the soft prompt with the embeddings of this text (repeated to "
+        "length); unset: embeddings of randomly drawn vocabulary tokens.",
     )
 
 
@@ -195,6 +240,9 @@ class RunConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     ia3: Ia3Config = Field(default_factory=Ia3Config)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    prefix: PrefixConfig = Field(default_factory=PrefixConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     resume_ignore_changes: bool = Field(

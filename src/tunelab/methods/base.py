@@ -7,8 +7,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-#: ``encoder.layer.3.`` (BERT) or ``model.layers.3.`` (Llama): the index of a transformer layer
-LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
+#: ``encoder.layer.3.`` (BERT), ``model.layers.3.`` (Llama, BART), ``encoder.block.3.`` (T5),
+#: ``h.3.`` (GPT-2): the index of a transformer layer (the leftmost match: T5's blocks hold
+#: numbered sub-layers)
+LAYER_INDEX = re.compile(r"\.(?:layers?|block|h)\.(\d+)\.")
 
 
 def in_head(name: str, head_modules: list[str]) -> bool:
@@ -34,8 +36,10 @@ class Method(ABC):
     description: str = ""
 
     @abstractmethod
-    def apply(self, model, cfg, head_modules: list[str]):
-        """Return the model prepared for training, with exactly the method's parameters trainable."""
+    def apply(self, model, cfg, head_modules: list[str], tokenizer=None):
+        """Return the model prepared for training, with exactly the method's parameters trainable.
+
+        ``tokenizer`` is there for methods that initialise from text (prompt, prefix)."""
 
     @abstractmethod
     def save(self, model, out_dir: Path) -> None:

@@ -11,7 +11,7 @@ class BitFit(FullFineTuning):
     name = "bitfit"
     description = "Train only the bias terms and the task head."
 
-    def apply(self, model, cfg, head_modules: list[str]):
+    def apply(self, model, cfg, head_modules: list[str], tokenizer=None):
         n_bias = 0
         for name, p in model.named_parameters():
             head = in_head(name, head_modules)

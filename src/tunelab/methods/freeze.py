@@ -11,7 +11,7 @@ class FreezeLayers(FullFineTuning):
     name = "freeze"
     description = "Train only the top k layers (freeze.train_top_layers) and the task head."
 
-    def apply(self, model, cfg, head_modules: list[str]):
+    def apply(self, model, cfg, head_modules: list[str], tokenizer=None):
         k = cfg.freeze.train_top_layers
         n = count_layers(model)
         if n == 0:
@@ -23,8 +23,8 @@ class FreezeLayers(FullFineTuning):
             if i is not None:
                 train = i >= n - k
             else:
-                # final norms (e.g. Llama's model.norm) sit above the top layer
-                final_norm = "norm" in name.lower() and "embed" not in name.lower() and k > 0
-                train = in_head(name, head_modules) or final_norm
+                # what sits above the top layer (Llama's final norm, BERT's pooler) trains with it
+                above = k > 0 and "embed" not in name.lower() and "shared" not in name.lower()
+                train = in_head(name, head_modules) or above
             p.requires_grad_(train)
         return model

@@ -11,7 +11,7 @@ class FullFineTuning(Method):
     name = "full"
     description = "Train every weight of the model."
 
-    def apply(self, model, cfg, head_modules: list[str]):
+    def apply(self, model, cfg, head_modules: list[str], tokenizer=None):
         for p in model.parameters():
             p.requires_grad_(True)
         return model

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tunelab.errors import ConfigError
-from tunelab.methods.lora import LoraMethod
+from tunelab.methods.lora import LoraMethod, peft_task_type
 
 
 class Ia3Method(LoraMethod):
@@ -11,16 +11,14 @@ class Ia3Method(LoraMethod):
     description = "IA3 rescaling vectors on keys, values and feed-forward layers (PEFT)."
 
     def peft_config(self, model, cfg, head_modules: list[str]):
-        from peft import IA3Config, TaskType
+        from peft import IA3Config
 
         c = cfg.ia3
         if (c.target_modules is None) != (c.feedforward_modules is None):
             raise ConfigError("ia3.target_modules and ia3.feedforward_modules are set together")
         return IA3Config(
-            task_type=TaskType.SEQ_CLS,
+            task_type=peft_task_type(model),
             target_modules=c.target_modules,
             feedforward_modules=c.feedforward_modules,
-            # BERT's pooler stays frozen (it is pretrained): PEFT's IA3 merge_and_unload fails
-            # on a modules_to_save wrapper around a module without a weight (peft 0.21).
-            modules_to_save=[h for h in head_modules if h != "pooler"] or None,
+            modules_to_save=list(head_modules) or None,
         )

@@ -22,6 +22,20 @@ DEFAULT_TARGETS: dict[str, list[str]] = {
 }
 
 
+def peft_task_type(model):
+    """PEFT's task type for a transformers model, from its head class."""
+    from peft import TaskType
+
+    cls = type(model).__name__
+    if cls.endswith("ForCausalLM"):
+        return TaskType.CAUSAL_LM
+    if cls.endswith(("ForConditionalGeneration", "ForSeq2SeqLM")):
+        return TaskType.SEQ_2_SEQ_LM
+    if cls.endswith("ForSequenceClassification"):
+        return TaskType.SEQ_CLS
+    return TaskType.FEATURE_EXTRACTION
+
+
 class LoraMethod(Method):
     name = "lora"
     description = (
@@ -30,7 +44,7 @@ class LoraMethod(Method):
     use_dora = False
 
     def peft_config(self, model, cfg, head_modules: list[str]):
-        from peft import LoraConfig, TaskType
+        from peft import LoraConfig
 
         lc = cfg.lora
         targets = lc.target_modules
@@ -43,7 +57,7 @@ class LoraMethod(Method):
             # The head trains in full; keep LoRA off its layers (e.g. BERT's pooler.dense).
             exclude = rf".*\b({'|'.join(map(re.escape, heads))})\b.*"
         return LoraConfig(
-            task_type=TaskType.SEQ_CLS,
+            task_type=peft_task_type(model),
             use_dora=self.use_dora,
             use_rslora=lc.rslora,
             r=lc.r,
@@ -54,10 +68,10 @@ class LoraMethod(Method):
             modules_to_save=heads or None,
         )
 
-    def apply(self, model, cfg, head_modules: list[str]):
+    def apply(self, model, cfg, head_modules: list[str], tokenizer=None):
         from peft import get_peft_model
 
-        pc = self.peft_config(model, cfg, head_modules)
+        pc = self.peft_config(model, cfg, head_modules)  # tokenizer unused
         try:
             with warnings.catch_warnings():
                 # peft calls a transformers helper deprecated in v5; nothing for users to act on

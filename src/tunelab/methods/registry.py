@@ -16,13 +16,26 @@ def register(cls: type[Method]) -> type[Method]:
 def _load_builtin() -> None:
     if _REGISTRY:
         return
+    from tunelab.methods.adapter import BottleneckAdapter
     from tunelab.methods.bitfit import BitFit
     from tunelab.methods.freeze import FreezeLayers
     from tunelab.methods.full import FullFineTuning
     from tunelab.methods.ia3 import Ia3Method
     from tunelab.methods.lora import DoraMethod, LoraMethod
+    from tunelab.methods.prefix import PrefixTuning
+    from tunelab.methods.prompt import PromptTuning
 
-    for cls in (FullFineTuning, FreezeLayers, LoraMethod, DoraMethod, Ia3Method, BitFit):
+    for cls in (
+        FullFineTuning,
+        FreezeLayers,
+        LoraMethod,
+        DoraMethod,
+        Ia3Method,
+        BottleneckAdapter,
+        PrefixTuning,
+        PromptTuning,
+        BitFit,
+    ):
         register(cls)
 
 

@@ -121,7 +121,10 @@ def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
 
 
 def load_model(resolved: ResolvedModel, auto_class: str, trust_remote_code: bool = False, **kwargs):
-    """``transformers.<auto_class>.from_pretrained`` with tunelab's error handling, in fp32."""
+    """``transformers.<auto_class>.from_pretrained`` with tunelab's error handling, in fp32.
+
+    With ``output_loading_info=True`` it returns ``(model, info)`` as transformers does
+    (``info["missing_keys"]``: the newly initialised parameters)."""
     _quiet_transformers()
     import torch
     import transformers

@@ -93,22 +93,33 @@ class ClassificationTask(Task):
     def build_model(self, resolved, trust_remote_code: bool = False):
         from tunelab.models.loading import load_model
 
-        model = load_model(
+        model, info = load_model(
             resolved,
             self.auto_class,
             trust_remote_code,
+            output_loading_info=True,
             num_labels=len(self.labels),
             id2label=dict(enumerate(self.labels)),
             label2id=dict(self.label2id),
         )
+        # Head modules are the ones the checkpoint did not hold (e.g. BERT's classifier, but not
+        # a pretrained pooler): every method trains them in full.
+        self.new_modules = {
+            part for key in info.get("missing_keys", ()) for part in str(key).split(".")
+        }
         if getattr(model.config, "pad_token_id", None) is None and self.tokenizer is not None:
             # Decoder classifiers find the last real token through the pad id.
             model.config.pad_token_id = self.tokenizer.pad_token_id
         return model
 
+    new_modules: set[str] | None = None
+
     def head_modules(self, model) -> list[str]:
         names = {n.split(".")[-1] for n, _ in model.named_modules()}
-        return [h for h in HEAD_NAMES if h in names]
+        heads = [h for h in HEAD_NAMES if h in names]
+        if self.new_modules is not None:
+            heads = [h for h in heads if h in self.new_modules]
+        return heads
 
     # -- data ----------------------------------------------------------------------------
     def load_split(

@@ -1,0 +1,118 @@
+"""Prompt tuning (Lester et al., 2021): a trained soft prompt in front of the input embeddings.
+
+Written by hand rather than through PEFT: PEFT feeds ``inputs_embeds``, which BART/T5
+classifiers refuse and with which decoder classifiers (Llama) can no longer find the last real
+token of a right-padded row, silently scoring the wrong position. Here the input ids get ``P``
+placeholder ids (after a leading CLS/BOS token, so BERT-style poolers still read it), and a hook
+on the model's own embedding module puts the trained vectors at those positions. The ids stay
+ids, so every head (pooling, last-token, EOS-token) works as it would without the prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunelab.errors import ConfigError
+from tunelab.methods.own import OwnMethod
+from tunelab.methods.prefix import _init_ids
+
+
+def _make_prompt_model():
+    import torch
+    import torch.nn as nn
+
+    class PromptTuned(nn.Module):
+        """A transformers model with a trained soft prompt spliced into its input."""
+
+        def __init__(self, base, settings: dict[str, Any]):
+            super().__init__()
+            self.base = base
+            emb = input_embedding(base)
+            self.P = settings["num_virtual_tokens"]
+            self.at = settings["insert_at"]
+            self.placeholder = settings["placeholder_id"]
+            self.prompt = nn.Parameter(torch.zeros(self.P, emb.weight.shape[1]))
+            self._pending = False
+            emb.register_forward_hook(self._hook)
+
+        @property
+        def config(self):
+            return self.base.config
+
+        def _hook(self, module, args, output):
+            if not self._pending:
+                return None
+            self._pending = False  # only the first embedding call: the encoder's input
+            a, P = self.at, self.P
+            prompt = self.prompt.to(output.dtype).expand(output.shape[0], -1, -1)
+            return torch.cat([output[:, :a], prompt, output[:, a + P :]], dim=1)
+
+        def expand(self, name: str, t):
+            """Widen a [batch, seq] input by P positions at the insertion point."""
+            a, P = self.at, self.P
+            fill = {
+                "input_ids": self.placeholder,
+                "attention_mask": 1,
+                "token_type_ids": 0,
+                "labels": -100,
+            }[name]
+            mid = torch.full((t.shape[0], P), fill, dtype=t.dtype, device=t.device)
+            return torch.cat([t[:, :a], mid, t[:, a:]], dim=1)
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None, **inputs):
+            if input_ids.shape[1] < self.at:
+                raise ConfigError("prompt tuning: an input is shorter than its leading token")
+            inputs["input_ids"] = self.expand("input_ids", input_ids)
+            if attention_mask is not None:
+                inputs["attention_mask"] = self.expand("attention_mask", attention_mask)
+            if token_type_ids is not None:
+                inputs["token_type_ids"] = self.expand("token_type_ids", token_type_ids)
+            labels = inputs.get("labels")
+            if labels is not None and labels.dim() == 2 and labels.shape == input_ids.shape:
+                inputs["labels"] = self.expand("labels", labels)  # token labels (LM tasks)
+            self._pending = True
+            try:
+                return self.base(**inputs)
+            finally:
+                self._pending = False
+
+    return PromptTuned
+
+
+def input_embedding(model):
+    """The embedding module that reads the (encoder's) input ids."""
+    if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        return model.get_encoder().get_input_embeddings()
+    return model.get_input_embeddings()
+
+
+def _leading_special(tokenizer) -> bool:
+    """Whether the tokenizer starts every input with a special token (BERT's CLS, BART's BOS)."""
+    if tokenizer is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] in set(tokenizer.all_special_ids)
+
+
+class PromptTuning(OwnMethod):
+    name = "prompt"
+    section = "prompt"
+    description = "A trained soft prompt on the input embeddings; options under prompt:."
+    merge_refusal = "a soft prompt is extra input, not a change of existing weights"
+
+    def build(self, model, settings: dict[str, Any], tokenizer=None, initialise: bool = True):
+        import torch
+
+        if initialise:
+            P = settings["num_virtual_tokens"]
+            ids = _init_ids(model, tokenizer, settings.get("init_text"), P)
+            settings["insert_at"] = 1 if _leading_special(tokenizer) else 0
+            settings["placeholder_id"] = int(ids[0])
+        wrapped = _make_prompt_model()(model, settings)
+        if initialise:
+            with torch.no_grad():
+                wrapped.prompt.copy_(input_embedding(model)(ids[None])[0])
+        return wrapped
+
+    def unwrap(self, model):
+        return model.base
