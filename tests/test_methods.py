@@ -159,9 +159,11 @@ def test_compare_trains_each_method_and_writes_table_and_plot(
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(json.loads(json.dumps(cfg, default=str))))
     out = tmp_path / "cmp"
-    assert main(["compare", str(path), "--methods", "full,lora,bitfit", "--output", str(out)]) == 0
+    args = ["compare", str(path), "--methods", "full,lora,bitfit,lora@0.02", "--output", str(out)]
+    assert main([*args, "--set", "bitfit:training.lr=0.05"]) == 0
     rows = json.loads((out / "compare.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["full", "lora", "bitfit"]
+    assert [r["method"] for r in rows] == ["full", "lora", "bitfit", "lora-lr0.02"]
+    assert [r["lr"] for r in rows] == [cfg["training"]["lr"]] * 2 + [0.05, 0.02]
     assert (
         rows[0]["trainable_pct"] == 100.0
         and rows[2]["trainable_pct"] < rows[1]["trainable_pct"] < 100

@@ -136,12 +136,20 @@ def _cmd_compare(args) -> int:
     from rich.table import Table
 
     from tunelab.compare import COLUMNS, compare
+    from tunelab.errors import ConfigError
 
+    per_method: dict[str, list[str]] = {}
+    for item in args.set or []:
+        method, sep, override = item.partition(":")
+        if not sep or "=" not in override:
+            raise ConfigError(f"--set {item!r}: expected METHOD:key=value")
+        per_method.setdefault(method.strip(), []).append(override.strip())
     rows = compare(
         args.config,
         [m.strip() for m in args.methods.split(",") if m.strip()],
         args.overrides,
         args.output,
+        per_method,
     )
     t = Table(title="methods compared")
     for c in COLUMNS:
@@ -152,6 +160,7 @@ def _cmd_compare(args) -> int:
             continue
         t.add_row(
             r["method"],
+            f"{r['lr']:g}",
             f"{r['metric']:.4f}",
             f"{r['trainable_pct']:.3f}",
             f"{r['train_seconds']:.1f}",
@@ -272,7 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config")
     s.add_argument("overrides", nargs="*", metavar="key=value")
     s.add_argument(
-        "--methods", required=True, help="comma-separated, e.g. full,lora,dora,ia3,bitfit"
+        "--methods",
+        required=True,
+        help="comma-separated, e.g. full,lora,adapter,prefix; METHOD@LR runs a method at its own "
+        "learning rate (repeat a method at several rates to find its best), e.g. prompt@3e-1",
+    )
+    s.add_argument(
+        "--set",
+        action="append",
+        metavar="METHOD:key=value",
+        help="an override for one method's runs only, e.g. prefix:prefix.projection=true",
     )
     s.add_argument("--output", help="folder for the runs and compare.json/.csv/.png")
     s.set_defaults(func=_cmd_compare)

@@ -22,6 +22,7 @@ from tunelab.utils.io import atomic_write_json, atomic_write_text
 
 COLUMNS = (
     "method",
+    "lr",
     "metric",
     "trainable_pct",
     "train_seconds",
@@ -31,28 +32,47 @@ COLUMNS = (
 )
 
 
+def parse_entry(entry: str) -> tuple[str, str, list[str]]:
+    """``lora`` or ``lora@1e-3`` (the same method at its own learning rate) into
+    (run label, method, overrides)."""
+    method, _, lr = entry.partition("@")
+    extra = [f"training.lr={lr}"] if lr else []
+    return entry.replace("@", "-lr"), method, extra
+
+
 def compare(
     config: str | os.PathLike,
     methods: list[str],
     overrides: list[str] | None = None,
     output_dir: str | os.PathLike | None = None,
+    per_method: dict[str, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``config`` once per method; write compare.json/.csv/.png; return the rows."""
+    """Train ``config`` once per entry of ``methods``; write compare.json/.csv/.png; return rows.
+
+    An entry is a method name, or ``METHOD@LR`` to run it at its own learning rate (list the
+    same method at several rates to find its best); ``per_method`` maps a method to overrides
+    that apply to its runs only (e.g. ``{"prefix": ["prefix.num_virtual_tokens=30"]}``).
+    """
     from tunelab.methods import method_names
 
-    unknown = [m for m in methods if m not in method_names()]
-    if unknown or not methods:
+    entries = [parse_entry(e) for e in methods]
+    unknown = [m for _, m, _ in entries if m not in method_names()]
+    unknown += [m for m in (per_method or {}) if m not in method_names()]
+    if unknown or not entries:
         raise ConfigError(
             f"--methods: unknown {unknown or '(none given)'}; allowed: {', '.join(method_names())}"
         )
     overrides = list(overrides or [])
+    per_method = per_method or {}
     cfg = load_config(config, overrides)  # validate once, before any training starts
+    for label, method, extra in entries:
+        load_config(config, [*overrides, *per_method.get(method, []), *extra, f"method={method}"])
     out = Path(output_dir or Path(cfg.output.dir) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()):
         raise TunelabError(f"{out} already exists; choose another --output")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for method in methods:
+    for label, method, extra in entries:
         cmd = [
             sys.executable,
             "-m",
@@ -60,22 +80,26 @@ def compare(
             "train",
             str(config),
             *overrides,
+            *per_method.get(method, []),
+            *extra,
             f"method={method}",
             f"output.dir={out}",
-            f"output.name={method}",
+            f"output.name={label}",
             "training.progress=false",
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        info_path = out / method / "run.json"
+        info_path = out / label / "run.json"
         if proc.returncode != 0 or not info_path.is_file():
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            rows.append({"method": method, "error": last})
+            rows.append({"method": label, "error": last})
             continue
         info = json.loads(info_path.read_text())
+        used = load_config(out / label / "config.yaml")
         s = info["summary"]
         rows.append(
             {
-                "method": method,
+                "method": label,
+                "lr": used.training.lr,
                 "metric": info["final"]["validation"].get(cfg.training.metric),
                 "trainable_pct": info["parameters"]["trainable_pct"],
                 "trainable": info["parameters"]["trainable"],
