@@ -22,7 +22,9 @@ def _tokenizer():
         + list("abcdefghijklmnopqrstuvwxyz")
     )
     vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
-    return BertTokenizer(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))})
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))})
+    tok.eos_token = "[SEP]"  # so that causal LMs built on it can end an answer
+    return tok
 
 
 TINY = {

@@ -114,3 +114,24 @@ def plain_probs(model, tokenizer, texts: list[str]) -> list[list[float]]:
     with torch.no_grad():
         enc = tokenizer(texts, return_tensors="pt", padding=True)
         return model.eval()(**enc).logits.softmax(-1).tolist()
+
+
+def gen_rows(n: int, seed: int) -> list[dict]:
+    """prompt/completion rows: a review with a positive word is answered "good fun", one with
+    a negative word "bad dull" (learnable by a tiny model in a few dozen steps)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        pos = rng.random() < 0.5
+        words = [*rng.sample(FILLER, 4), rng.choice(POSITIVE if pos else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append({"prompt": " ".join(words), "completion": "good fun" if pos else "bad dull"})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

@@ -14,7 +14,9 @@ __all__ = [
     "RunConfig",
     "TunelabError",
     "__version__",
+    "combine_adapters",
     "evaluate",
+    "load_adapters",
     "load_config",
     "predict",
     "train",
@@ -26,6 +28,10 @@ def __getattr__(name: str) -> Any:
         from tunelab import api
 
         return getattr(api, name)
+    if name in ("load_adapters", "combine_adapters"):
+        from tunelab import adapters
+
+        return getattr(adapters, name)
     if name in ("RunConfig", "load_config"):
         from tunelab import config
 

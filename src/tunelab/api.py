@@ -415,6 +415,10 @@ def train(
 
 
 SHOWN = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+SHOWN_GENERATION = (
+    "loss", "perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf",
+    "squad_em", "squad_f1", "exact_match",
+)  # fmt: skip
 
 
 def _print_result(console, summary: dict, results: dict) -> None:
@@ -422,12 +426,14 @@ def _print_result(console, summary: dict, results: dict) -> None:
 
     t = RTable(title="results")
     t.add_column("split")
-    for c in SHOWN:
-        t.add_column(c, justify="right")
     rows = {"validation (before)": summary["before"]} if summary.get("before") else {}
     rows.update({f"{name} (after)": m for name, m in results.items()})
+    shown = [c for c in SHOWN if any(c in m for m in rows.values())]
+    shown = shown or [c for c in SHOWN_GENERATION if any(c in m for m in rows.values())]
+    for c in shown:
+        t.add_column(c, justify="right")
     for label, m in rows.items():
-        t.add_row(label, *[f"{m.get(c, float('nan')):.4f}" for c in SHOWN])
+        t.add_row(label, *[f"{m.get(c, float('nan')):.4f}" for c in shown])
     console.print(t)
     console.print(
         f"{summary['steps']} steps · {summary['examples_per_s']:.1f} train examples/s · "
@@ -448,17 +454,11 @@ class LoadedRun:
     info: dict[str, Any]
 
 
-def load_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> LoadedRun:
-    """Load a completed run's model (base + method weights) and task.
-
-    ``trust_remote_code`` comes from the caller only: a run directory's own config cannot turn
-    it on (a run directory may come from someone else).
-    """
-    from tunelab.methods import get_method
+def _open_run(run_dir: Path, trust_remote_code: bool = False):
+    """A completed run's config, run.json, resolved base model, accelerator and task."""
     from tunelab.models.loading import load_tokenizer
     from tunelab.models.registry import ResolvedModel, resolve_model
 
-    run_dir = Path(run_dir)
     info_path = run_dir / "run.json"
     if not info_path.is_file():
         raise RunDirError(f"{run_dir} is not a tunelab run directory (no run.json)")
@@ -470,6 +470,7 @@ def load_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> Loa
         )
     cfg = load_config(run_dir / "config.yaml")
     cfg.training.progress = False
+    cfg.model.trust_remote_code = trust_remote_code
     m = info["model"]
     try:
         resolved = resolve_model(cfg.model.name, cfg.model.revision)
@@ -478,8 +479,20 @@ def load_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> Loa
     accelerator = make_accelerator(cfg)
     tokenizer = load_tokenizer(ResolvedModel(m["name"], "local", str(run_dir / "model")))
     task = build_task(cfg, tokenizer, meta=info["task"])
+    return cfg, info, resolved, accelerator, task
+
+
+def load_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> LoadedRun:
+    """Load a completed run's model (base + method weights) and task.
+
+    ``trust_remote_code`` comes from the caller only: a run directory's own config cannot turn
+    it on (a run directory may come from someone else).
+    """
+    from tunelab.methods import get_method
+
+    run_dir = Path(run_dir)
+    cfg, info, resolved, accelerator, task = _open_run(run_dir, trust_remote_code)
     method = get_method(cfg.method)
-    cfg.model.trust_remote_code = trust_remote_code
     base = task.build_model(resolved, trust_remote_code)
     try:
         model = method.load(base, run_dir / "model")
@@ -491,16 +504,21 @@ def load_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> Loa
     return LoadedRun(run_dir, cfg, task, model, accelerator, info)
 
 
+def _loaded(run: str | os.PathLike | LoadedRun, trust_remote_code: bool) -> LoadedRun:
+    return run if isinstance(run, LoadedRun) else load_run(run, trust_remote_code)
+
+
 def evaluate(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | LoadedRun,
     split: str = "validation",
     file: str | None = None,
     columns: dict[str, str] | None = None,
     batch_size: int | None = None,
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """Score a finished run on one of its splits or on any labelled file; write the results."""
-    run = load_run(run_dir, trust_remote_code)
+    """Score a finished run (a directory or a :class:`LoadedRun`) on one of its splits or on any
+    labelled file; write the results."""
+    run = _loaded(run_dir, trust_remote_code)
     cfg, task = run.config, run.task
     for key, col in (columns or {}).items():
         setattr(task, key, col)
@@ -523,7 +541,7 @@ def evaluate(
 
 
 def predict(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | LoadedRun,
     texts: list[str] | None = None,
     file: str | None = None,
     text_pairs: list[str] | None = None,
@@ -533,7 +551,7 @@ def predict(
     """Labels with probabilities for texts (or a file's text column), in input order."""
     from tunelab.tasks.base import Split
 
-    run = load_run(run_dir, trust_remote_code)
+    run = _loaded(run_dir, trust_remote_code)
     task = run.task
     if file:
         split = task.load_split(
@@ -596,3 +614,49 @@ def merge(
             ):
                 shutil.copy2(f, tmp / f.name)
     return target
+
+
+# -- generation ---------------------------------------------------------------------------------
+def _generator(target: str | os.PathLike | LoadedRun, trust_remote_code: bool = False):
+    """(task, model, accelerator) for a finished generation run or a plain model name/path."""
+    from tunelab.models.loading import load_tokenizer
+    from tunelab.models.registry import resolve_model
+
+    if isinstance(target, LoadedRun) or (Path(target) / "run.json").is_file():
+        run = _loaded(target, trust_remote_code)
+        if run.task.kind != "generation":
+            raise ConfigError(
+                f"{run.run_dir} is a {run.task.kind} run; generate needs a generation run "
+                "(or a model name)"
+            )
+        return run.task, run.model, run.accelerator
+    cfg = load_config(
+        {
+            "model": {"name": str(target), "trust_remote_code": trust_remote_code},
+            "task": {"type": "generation", "format": "prompt_completion"},
+            "training": {"progress": False},
+        }
+    )
+    resolved = resolve_model(cfg.model.name, cfg.model.revision)
+    tokenizer = load_tokenizer(resolved, trust_remote_code)
+    task = build_task(cfg, tokenizer)
+    model = task.build_model(resolved, trust_remote_code)
+    accelerator = make_accelerator(cfg)
+    return task, accelerator.prepare(model).eval(), accelerator
+
+
+def generate(
+    target: str | os.PathLike | LoadedRun,
+    prompts: list[str] | list[list[dict[str, str]]],
+    batch_size: int = 8,
+    trust_remote_code: bool = False,
+    **generation: Any,
+) -> list[str]:
+    """Continuations of ``prompts`` (texts, or chat message lists) by a finished generation run
+    or a model; ``generation`` overrides task settings (max_new_tokens, num_beams, do_sample,
+    temperature, top_p)."""
+    if not prompts:
+        raise DataError("nothing to generate from: give at least one prompt")
+    task, model, accelerator = _generator(target, trust_remote_code)
+    ids = [task.prompt_ids(p) for p in prompts]
+    return task.generate_for(model, ids, batch_size, accelerator, **generation)

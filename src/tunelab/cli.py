@@ -120,6 +120,72 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _gen_overrides(args) -> dict:
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        "num_beams": args.num_beams,
+        "do_sample": True if args.sample else None,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+    }
+
+
+def _cmd_generate(args) -> int:
+    from tunelab.api import generate
+    from tunelab.data.sources import read_table
+    from tunelab.data.templates import get_path
+    from tunelab.errors import DataError, RunDirError
+
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        raise RunDirError(f"{args.output} exists; pass --overwrite to replace it")
+    prompts = list(args.prompt or [])
+    if args.file:
+        table = read_table(args.file)
+        prompts = [get_path(r, args.column) for r in table.rows]
+        bad = [i for i, p in zip(table.row_ids, prompts) if not isinstance(p, str) or not p.strip()]
+        if bad:
+            raise DataError(
+                f"{args.file}: column {args.column!r} is missing or empty in rows {bad[:5]}"
+            )
+    outs = generate(args.target, prompts, batch_size=args.batch_size,
+                    trust_remote_code=args.trust_remote_code, **_gen_overrides(args))  # fmt: skip
+    rows = [{"prompt": p, "generation": o} for p, o in zip(prompts, outs)]
+    if args.output:
+        from tunelab.utils.io import atomic_write_jsonl
+
+        atomic_write_jsonl(args.output, rows)
+        print(f"{len(rows)} generations written to {args.output}")
+        return 0
+    for r in rows:
+        print(json.dumps(r, ensure_ascii=False) if args.json else r["generation"])
+    return 0
+
+
+def _cmd_chat(args) -> int:
+    from tunelab.api import _generator
+
+    task, model, acc = _generator(args.target, args.trust_remote_code)
+    history: list[dict[str, str]] = []
+    print("tunelab chat — an empty line or Ctrl-D ends it; /reset forgets the conversation")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        if line == "/reset":
+            history = []
+            continue
+        history.append({"role": "user", "content": line})
+        prompt = history if task.use_chat else "\n".join(m["content"] for m in history)
+        ids = task.prompt_ids(prompt)
+        answer = task.generate_for(model, [ids], 1, acc, **_gen_overrides(args))[0]
+        history.append({"role": "assistant", "content": answer})
+        print(f"model> {answer}")
+    return 0
+
+
 def _cmd_merge(args) -> int:
     from tunelab.api import merge
 
@@ -128,6 +194,32 @@ def _cmd_merge(args) -> int:
         print(f"{path} already holds the full model (nothing to merge for this method)")
     else:
         print(f"merged model written to {path} (loads with AutoModelForSequenceClassification)")
+    return 0
+
+
+def _cmd_combine(args) -> int:
+    from tunelab.adapters import combine_adapters
+    from tunelab.errors import ConfigError
+
+    runs: dict[str, str] = {}
+    for item in args.runs:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).name, item
+        if name in runs:
+            raise ConfigError(f"two runs are named {name!r}; name them: NAME=RUN_DIR")
+        runs[name] = path
+    weights = None
+    if args.weights:
+        try:
+            values = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise ConfigError(f"--weights {args.weights!r}: comma-separated numbers") from None
+        if len(values) != len(runs):
+            raise ConfigError(f"--weights has {len(values)} values for {len(runs)} runs")
+        weights = dict(zip(runs, values))
+    out = combine_adapters(runs, weights, args.output, args.combination, args.overwrite)
+    print(f"combined adapter written to {out} (use it like any run: tunelab predict {out} ...)")
     return 0
 
 
@@ -271,11 +363,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_cmd_predict)
 
+    def gen_options(s):
+        s.add_argument("--max-new-tokens", type=int)
+        s.add_argument("--num-beams", type=int, help="beam search width (1 = greedy)")
+        s.add_argument("--sample", action="store_true", help="sample instead of greedy/beam")
+        s.add_argument("--temperature", type=float)
+        s.add_argument("--top-p", type=float)
+        s.add_argument(
+            "--trust-remote-code", action="store_true", help="allow the model's own code to run"
+        )
+
+    s = sub.add_parser("generate", help="generate text with a finished run or any model")
+    s.add_argument("target", help="a generation run directory, or a model name / path / hub id")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    g.add_argument("--file", help="a data file of prompts")
+    s.add_argument("--column", default="prompt", help="the prompt column of --file")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--output", help="write prompt/generation pairs as JSONL here")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--json", action="store_true", help="print one JSON object per line")
+    gen_options(s)
+    s.set_defaults(func=_cmd_generate)
+
+    s = sub.add_parser("chat", help="talk to a finished run or any model (uses its chat template)")
+    s.add_argument("target", help="a generation run directory, or a model name / path / hub id")
+    gen_options(s)
+    s.set_defaults(func=_cmd_chat)
+
     s = sub.add_parser("merge", help="fold a LoRA/DoRA/IA3 adapter into its base model")
     s.add_argument("run_dir")
     s.add_argument("--output", help="target folder (default RUN_DIR/merged)")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_cmd_merge)
+
+    s = sub.add_parser(
+        "combine", help="combine the LoRA adapters of several runs by weighted sum (a new run)"
+    )
+    s.add_argument("runs", nargs="+", metavar="[NAME=]RUN_DIR")
+    s.add_argument("--weights", help="comma-separated, one per run (default: equal)")
+    s.add_argument(
+        "--combination",
+        default="cat",
+        help="cat (exact weighted sum of updates, default), linear, ties, dare_linear, svd",
+    )
+    s.add_argument("--output", required=True, help="the new run directory")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_cmd_combine)
 
     s = sub.add_parser("compare", help="train several methods on the same data and budget")
     s.add_argument("config")

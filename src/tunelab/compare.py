@@ -65,7 +65,7 @@ def compare(
     overrides = list(overrides or [])
     per_method = per_method or {}
     cfg = load_config(config, overrides)  # validate once, before any training starts
-    for label, method, extra in entries:
+    for _label, method, extra in entries:
         load_config(config, [*overrides, *per_method.get(method, []), *extra, f"method={method}"])
     out = Path(output_dir or Path(cfg.output.dir) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()):

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tunelab.errors import ConfigError
 
@@ -69,8 +76,57 @@ class DataConfig(Section):
 
 
 class TaskConfig(Section):
-    type: Literal["classification"] = Field(
-        "classification", description="What the model learns to do."
+    type: Literal["classification", "generation"] = Field(
+        "classification",
+        description="What the model learns to do: `classification` (a label per text) or "
+        "`generation` (text from text: instructions, chat, summaries, answers, translations, "
+        "or plain documents).",
+    )
+    format: Literal["instruction", "chat", "prompt_completion", "template", "text"] = Field(
+        "instruction",
+        description="generation: rows are `{instruction, input, output}`, chat `messages`, "
+        "`{prompt, completion}`, any labelled data through a `template`, or raw `text` "
+        "(domain adaptation: every token is learned).",
+    )
+    template: str | None = Field(
+        None,
+        description="format=template: a shipped template set (sentiment, summarization, qa, "
+        "translation, yesno); several phrasings, one drawn per example with the seed.",
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Which column fills each field, e.g. {prompt: question, completion: "
+        "answer}; a dotted path reaches into nested values (`answers.text.0`).",
+    )
+    chat_template: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Wrap prompts in the tokenizer's chat template: `auto` = when it has one.",
+    )
+    system_prompt: str | None = Field(None, description="System message for chat templates.")
+    loss_on: Literal["response", "all"] = Field(
+        "response", description="Learn the response tokens only (default) or every token."
+    )
+    too_long: Literal["truncate_prompt", "skip"] = Field(
+        "truncate_prompt",
+        description="A row longer than model.max_length loses prompt tokens (never response "
+        "tokens), or is skipped and counted.",
+    )
+    packing: bool = Field(
+        False,
+        description="Causal LMs: pack a batch into one row with per-example positions, so no "
+        "token attends across examples and no compute goes to padding.",
+    )
+    metrics: list[Literal["rouge", "bleu", "chrf", "squad", "exact_match"]] = Field(
+        default_factory=list,
+        description="Generation-based scores at each evaluation (perplexity is always reported).",
+    )
+    max_new_tokens: int = Field(64, ge=1, le=8192, description="Generation: new tokens at most.")
+    num_beams: int = Field(1, ge=1, le=64, description="Generation: beams (1 = greedy).")
+    do_sample: bool = Field(False, description="Generation: sample instead of greedy/beam.")
+    temperature: float = Field(1.0, gt=0, description="Generation: sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Generation: nucleus sampling mass.")
+    eval_max_examples: int | None = Field(
+        None, ge=1, description="Generation: score at most this many validation rows (seeded)."
     )
 
 
@@ -192,7 +248,11 @@ class TrainingConfig(Section):
     )
     save_checkpoints: bool = Field(True, description="Write resumable checkpoints at all.")
     keep_last: int = Field(2, ge=1, description="Complete checkpoints kept on disk.")
-    metric: str = Field("accuracy", description="Validation metric for best model / stopping.")
+    metric: str | None = Field(
+        None,
+        description="Validation metric for best model / stopping; unset: accuracy "
+        "(classification) or loss (generation).",
+    )
     greater_is_better: bool | None = Field(None, description="Unset: inferred from the metric.")
     load_best: bool = Field(True, description="End with the weights of the best evaluation.")
     early_stopping_patience: int | None = Field(
@@ -264,6 +324,20 @@ class RunConfig(Section):
         if v not in method_names():
             raise ValueError(f"unknown method {v!r}; allowed: {', '.join(method_names())}")
         return v
+
+    @model_validator(mode="after")
+    def _task_defaults(self) -> RunConfig:
+        if self.training.metric is None:
+            self.training.metric = "accuracy" if self.task.type == "classification" else "loss"
+        if self.task.type == "generation" and self.task.format == "template":
+            from tunelab.data.templates import TEMPLATES
+
+            if self.task.template not in TEMPLATES:
+                raise ValueError(
+                    f"task.template: {self.task.template!r} is not a shipped template; "
+                    f"allowed: {', '.join(TEMPLATES)}"
+                )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-safe dict of every value (defaults included)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 #: metrics where lower is better (everything else: higher is better)
-LOWER_IS_BETTER = {"loss", "eval_loss", "perplexity"}
+LOWER_IS_BETTER = {"loss", "eval_loss", "perplexity", "word_perplexity", "bits_per_byte"}
 
 
 def classification_metrics(

@@ -21,21 +21,30 @@ CROSS = ("encoder_attn", "EncDecAttention", "crossattention")
 
 
 class PrefixKV:
-    """Stands in for a transformers ``Cache`` inside one attention call: prepends the prefix."""
+    """Stands in for a transformers ``Cache`` inside one attention call: prepends the prefix.
 
-    def __init__(self, key, value):
-        self.key, self.value = key, value  # [batch, kv_heads, P, head_dim]
+    During generation the model passes its own cache; it is ``inner`` here and keeps only the
+    real tokens' keys and values, so positions and cache lengths stay those of the real text."""
+
+    def __init__(self, key, value, inner=None, layer_idx: int | None = None):
+        self.key, self.value = key, value  # [1, kv_heads, P, head_dim]
+        self.inner, self.layer_idx = inner, layer_idx
 
     def update(self, key_states, value_states, layer_idx=None, *args, **kwargs):
         import torch
 
+        if self.inner is not None:
+            key_states, value_states = self.inner.update(
+                key_states, value_states, layer_idx, *args, **kwargs
+            )
         k = self.key.to(key_states.dtype).expand(key_states.shape[0], -1, -1, -1)
         v = self.value.to(value_states.dtype).expand(value_states.shape[0], -1, -1, -1)
         return torch.cat([k, key_states], dim=2), torch.cat([v, value_states], dim=2)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         # T5 places the queries after what the cache holds: the real tokens follow the prefix
-        return self.key.shape[2]
+        past = self.inner.get_seq_length(layer_idx) if self.inner is not None else 0
+        return self.key.shape[2] + past
 
 
 class Recorder:
@@ -156,14 +165,12 @@ def _make_prefix_model():
             def hook(module, args, kwargs):
                 if self._kv is None:
                     return None  # called outside this wrapper (e.g. initialisation)
-                if kwargs.get("cache") is not None:
-                    raise ConfigError(
-                        "method=prefix: the model was called with its own key/value cache, "
-                        "which prefix tuning does not combine with yet"
-                    )
+                inner = kwargs.get("cache")
+                if inner is not None and hasattr(inner, "self_attention_cache"):
+                    inner = inner.self_attention_cache  # encoder-decoder: this is self-attention
                 hidden = args[0] if args else kwargs["hidden_states"]
                 kv = self._kv[i]
-                kwargs["cache"] = PrefixKV(kv[0][None], kv[1][None])
+                kwargs["cache"] = PrefixKV(kv[0][None], kv[1][None], inner)
                 key = "mask" if "mask" in kwargs else "attention_mask"
                 kwargs[key] = _widen_mask(
                     kwargs.get(key), kv.shape[2], self.causal[i], hidden.shape[1], hidden.device
@@ -172,7 +179,17 @@ def _make_prefix_model():
 
             return hook
 
+        def generate(self, **kwargs):
+            """``generate`` of the base model, its attention layers seeing the prefixes."""
+            self._kv = self.prefixes()
+            try:
+                return self.base.generate(**kwargs)
+            finally:
+                self._kv = None
+
         def forward(self, **inputs):
+            if "position_ids" in inputs and inputs.get("attention_mask") is None:
+                raise ConfigError("prefix tuning does not combine with task.packing")
             if self._takes_use_cache:
                 inputs.setdefault("use_cache", False)  # the prefix is the only cache here
             self._kv = self.prefixes()

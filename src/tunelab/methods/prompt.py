@@ -70,11 +70,31 @@ def _make_prompt_model():
             labels = inputs.get("labels")
             if labels is not None and labels.dim() == 2 and labels.shape == input_ids.shape:
                 inputs["labels"] = self.expand("labels", labels)  # token labels (LM tasks)
+            keep = inputs.get("logits_to_keep")
+            if isinstance(keep, torch.Tensor):  # positions after the insertion point move by P
+                inputs["logits_to_keep"] = torch.where(keep >= self.at, keep + self.P, keep)
+            if "position_ids" in inputs:
+                raise ConfigError("prompt tuning does not combine with task.packing")
             self._pending = True
             try:
                 return self.base(**inputs)
             finally:
                 self._pending = False
+
+        def generate(self, input_ids, attention_mask=None, **kwargs):
+            """``generate`` of the base model with the soft prompt in its input; the returned
+            ids are those a plain model returns (the placeholders removed)."""
+            ids = self.expand("input_ids", input_ids)
+            if attention_mask is not None:
+                attention_mask = self.expand("attention_mask", attention_mask)
+            self._pending = True
+            try:
+                out = self.base.generate(input_ids=ids, attention_mask=attention_mask, **kwargs)
+            finally:
+                self._pending = False
+            if getattr(self.base.config, "is_encoder_decoder", False):
+                return out
+            return torch.cat([out[:, : self.at], out[:, self.at + self.P :]], dim=1)
 
     return PromptTuned
 

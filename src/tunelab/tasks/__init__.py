@@ -8,8 +8,12 @@ from tunelab.tasks.base import Split, Task
 def get_task(kind: str) -> type[Task]:
     """Task class for ``task.type``."""
     from tunelab.tasks.classification import ClassificationTask
+    from tunelab.tasks.generation import GenerationTask
 
-    tasks: dict[str, type[Task]] = {"classification": ClassificationTask}
+    tasks: dict[str, type[Task]] = {
+        "classification": ClassificationTask,
+        "generation": GenerationTask,
+    }
     return tasks[kind]
 
 

@@ -312,7 +312,9 @@ class Trainer:
             if self.trace is not None:
                 self.trace.append([self.train_split.records[i].get("row", i) for i in idx])
             self.state.tokens += (
-                int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+                int(batch["attention_mask"].sum())
+                if "attention_mask" in batch
+                else int(batch["input_ids"].numel())  # a packed row holds no padding
             )
         self.state.examples += n_total * self.acc.num_processes
         max_norm = self.tc.max_grad_norm if self.tc.max_grad_norm is not None else float("inf")

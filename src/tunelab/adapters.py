@@ -1,0 +1,183 @@
+"""Several adapters on one base model: side by side (pick one per call) or combined.
+
+``load_adapters({"sst2": RUN_A, "imdb": RUN_B})`` loads the PEFT adapters of finished LoRA /
+DoRA / IA3 runs onto one copy of their shared base model; ``.use(name)`` gives a
+:class:`~tunelab.api.LoadedRun` that ``tunelab.predict`` and ``tunelab.evaluate`` accept.
+``combine_adapters`` writes a new run whose LoRA update is the weighted sum of the runs' updates
+(PEFT's ``add_weighted_adapter``) and whose task head is their weighted average.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import ConfigError, RunDirError
+from tunelab.utils.io import atomic_directory, atomic_write_json, atomic_write_yaml
+
+PEFT_METHODS = ("lora", "dora", "ia3")
+COMBINABLE = ("lora",)
+TOKENIZER_FILES = ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
+
+
+def _check_runs(runs: dict[str, Any], allowed: tuple[str, ...]):
+    """Open each run; check they share base model, task and a PEFT method."""
+    from tunelab.api import _open_run
+
+    if not runs:
+        raise ConfigError("give at least one run")
+    opened = {}
+    for name, path in runs.items():
+        if not name or "/" in name or name.startswith("."):
+            raise ConfigError(f"adapter name {name!r} must be a plain word")
+        opened[name] = (Path(path), *_open_run(Path(path)))
+    _first_name, (first_dir, _cfg0, info0, *_rest) = next(iter(opened.items()))
+    for d, cfg, info, *_ in opened.values():
+        if cfg.method not in allowed:
+            raise ConfigError(
+                f"{d}: method {cfg.method} is not an adapter this can load side by side or "
+                f"combine; allowed: {', '.join(allowed)}"
+            )
+        if info["model"]["path"] != info0["model"]["path"]:
+            raise ConfigError(
+                f"{d} adapts {info['model']['name']}, {first_dir} adapts "
+                f"{info0['model']['name']}: adapters must share one base model"
+            )
+        if info["task"] != info0["task"]:
+            raise ConfigError(
+                f"{d} and {first_dir} differ in their task (labels or columns); a shared head "
+                "needs the same labels"
+            )
+    return opened
+
+
+class AdapterSet:
+    """PEFT adapters of several runs on one base model."""
+
+    def __init__(self, runs: dict[str, str | os.PathLike]):
+        from peft import PeftModel
+
+        opened = self.opened = _check_runs(runs, PEFT_METHODS)
+        name0, (dir0, _cfg, _info, resolved, accelerator, task) = next(iter(opened.items()))
+        self.task, self.accelerator = task, accelerator
+        base = task.build_model(resolved)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            model = PeftModel.from_pretrained(base, dir0 / "model", adapter_name=name0)
+            for name, (d, *_) in list(opened.items())[1:]:
+                model.load_adapter(d / "model", adapter_name=name)
+        self.model = model.eval()
+        self.names = list(opened)
+
+    def use(self, name: str):
+        """The set with adapter ``name`` active, as a run that predict/evaluate accept."""
+        from tunelab.api import LoadedRun
+
+        if name not in self.names:
+            raise ConfigError(f"no adapter {name!r}; loaded: {', '.join(self.names)}")
+        self.model.set_adapter(name)
+        d, cfg, info, _resolved, _acc, _task = self.opened[name]
+        return LoadedRun(d, cfg, self.task, self.model, self.accelerator, info)
+
+    def predict(self, texts: list[str], adapter: str, **kw) -> list[dict[str, Any]]:
+        from tunelab.api import predict
+
+        return predict(self.use(adapter), texts=texts, **kw)
+
+
+def load_adapters(runs: dict[str, str | os.PathLike]) -> AdapterSet:
+    """Load the adapters of finished runs side by side on one base model."""
+    return AdapterSet(runs)
+
+
+def combine_adapters(
+    runs: dict[str, str | os.PathLike],
+    weights: dict[str, float] | None = None,
+    output: str | os.PathLike = "runs/combined",
+    combination: str = "cat",
+    overwrite: bool = False,
+) -> Path:
+    """Write a run whose LoRA update is ``sum_i w_i * update_i`` and whose head is the
+    weighted average of the runs' heads (weights normalised to sum to 1 for the head).
+
+    ``combination``: ``cat`` (exact weighted sum; the rank is the sum of ranks), ``linear``
+    (same-rank adapters: weighted sum of the A and B factors, approximate) or ``ties``/
+    ``dare_linear`` (PEFT's pruned merges). Returns the new run directory.
+    """
+    import torch
+    from peft import LoraConfig, PeftModel
+    from safetensors.torch import load_file, save_file
+
+    opened = _check_runs(runs, COMBINABLE)
+    names = list(opened)
+    weights = dict(weights or {n: 1.0 / len(names) for n in names})
+    if set(weights) != set(names):
+        raise ConfigError(f"weights are for {sorted(weights)}, the runs are {sorted(names)}")
+    if sum(weights.values()) == 0:
+        raise ConfigError("the weights sum to zero")
+    allowed = ("cat", "linear", "ties", "dare_linear", "dare_ties", "svd")
+    if combination not in allowed:
+        raise ConfigError(f"combination {combination!r}; allowed: {', '.join(allowed)}")
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
+
+    _name0, (dir0, cfg, info, resolved, _acc, task) = next(iter(opened.items()))
+    heads: dict[str, torch.Tensor] = {}
+    total = sum(weights.values())
+    model = None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        base = task.build_model(resolved)
+        for name, (d, *_) in opened.items():
+            lc = LoraConfig.from_pretrained(str(d / "model"))
+            head_names = list(dict.fromkeys(lc.modules_to_save or []))
+            lc.modules_to_save = None  # PEFT cannot combine adapters that carry a head
+            if model is None:
+                model = PeftModel.from_pretrained(base, d / "model", adapter_name=name, config=lc)
+            else:
+                model.load_adapter(d / "model", adapter_name=name, peft_config=lc)
+            for key, t in load_file(str(d / "model" / "adapter_model.safetensors")).items():
+                if "lora_" not in key:  # the task head, stored under its own name
+                    heads[key] = heads.get(key, 0) + t * (weights[name] / total)
+        try:
+            model.add_weighted_adapter(
+                names, [weights[n] for n in names], "combined", combination_type=combination
+            )
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"cannot combine these adapters: {e}") from None
+        for n in names:
+            model.delete_adapter(n)
+    with atomic_directory(out) as tmp:
+        (tmp / "model").mkdir()
+        model.save_pretrained(tmp / "model_peft", selected_adapters=["combined"])
+        src = tmp / "model_peft" / "combined"
+        if not src.is_dir():
+            src = tmp / "model_peft"
+        state = load_file(str(src / "adapter_model.safetensors"))
+        state.update({k: v.contiguous() for k, v in heads.items()})
+        save_file(state, str(tmp / "model" / "adapter_model.safetensors"))
+        acfg = json.loads((src / "adapter_config.json").read_text())
+        acfg["modules_to_save"] = head_names or None
+        (tmp / "model" / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
+        shutil.rmtree(tmp / "model_peft")
+        for f in (dir0 / "model").iterdir():
+            if f.name.startswith(TOKENIZER_FILES):
+                shutil.copy2(f, tmp / "model" / f.name)
+        new_cfg = cfg.to_dict()
+        new_cfg["method"] = "lora"
+        new_cfg["lora"]["r"] = int(acfg["r"])
+        new_cfg["output"].update(dir=str(out.parent), name=out.name)
+        atomic_write_yaml(tmp / "config.yaml", new_cfg)
+        new_info = {k: info[k] for k in ("tunelab_version", "model", "task", "method") if k in info}
+        new_info.update(
+            status="completed",
+            combined_from={n: {"run": str(opened[n][0]), "weight": weights[n]} for n in names},
+            combination=combination,
+        )
+        atomic_write_json(tmp / "run.json", new_info)
+    return out

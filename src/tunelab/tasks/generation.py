@@ -1,0 +1,450 @@
+"""Generation: text from text with causal LMs (Llama, SmolLM2, ...) and seq2seq models (T5, BART).
+
+Rows become (prompt, response) pairs (instruction rows, chat messages, prompt/completion pairs,
+FLAN-style templates) or raw documents. The loss covers the response tokens only unless
+``task.loss_on=all``; a causal LM computes its vocabulary projection only where a label is
+(``logits_to_keep``), which skips most of the LM head's cost on long prompts.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from tunelab.data.sources import RowProblems, Table, is_missing, read_table
+from tunelab.data.templates import get_path, render
+from tunelab.errors import ConfigError, DataError, ModelError
+from tunelab.tasks.base import Split, Task
+
+IGNORE = -100
+#: prompt tokens kept at the end of a truncated prompt (chat markers, the question)
+PROMPT_TAIL = 32
+
+
+@dataclass
+class Example:
+    prompt: str | list[dict[str, str]]  # text, or chat messages before the answer
+    response: str
+    reference: Any  # what generation is scored against (a list for several answers)
+
+
+def is_seq2seq(model_or_config) -> bool:
+    config = getattr(model_or_config, "config", model_or_config)
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+class GenerationTask(Task):
+    kind = "generation"
+    auto_class = "AutoModelForCausalLM"
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        max_length: int,
+        tokenizer=None,
+        seed: int = 0,
+        labels: list[str] | None = None,
+        seq2seq: bool = False,
+    ):
+        self.s = dict(settings)
+        self.max_length, self.tokenizer, self.seed = max_length, tokenizer, seed
+        self.labels = labels
+        self.seq2seq = seq2seq
+        if seq2seq:
+            self.auto_class = "AutoModelForSeq2SeqLM"
+        if tokenizer is not None:
+            self.pad_id = tokenizer.pad_token_id
+        self.use_chat = False
+        if tokenizer is not None and self.s["format"] != "text" and not seq2seq:
+            has = bool(getattr(tokenizer, "chat_template", None))
+            mode = self.s["chat_template"]
+            if mode == "on" and not has:
+                raise ConfigError(
+                    "task.chat_template=on, but this model's tokenizer has no chat template; "
+                    "set task.chat_template=off (plain prompts) or use a model that has one"
+                )
+            if self.s["format"] == "chat" and not has:
+                raise ConfigError(
+                    "task.format=chat needs a chat template and this model's tokenizer has "
+                    "none; use format prompt_completion or instruction, or a chat model"
+                )
+            self.use_chat = has and mode != "off"
+
+    # -- construction ------------------------------------------------------------------
+    SETTINGS = (
+        "format", "template", "fields", "chat_template", "system_prompt", "loss_on",
+        "too_long", "packing", "metrics", "max_new_tokens", "num_beams", "do_sample",
+        "temperature", "top_p", "eval_max_examples",
+    )  # fmt: skip
+
+    @classmethod
+    def from_config(cls, cfg, train_table: Table | None, tokenizer) -> GenerationTask:
+        from tunelab.models.registry import resolve_model
+
+        settings = {k: getattr(cfg.task, k) for k in cls.SETTINGS}
+        seq2seq = _config_is_seq2seq(resolve_model(cfg.model.name, cfg.model.revision), cfg)
+        if settings["packing"] and seq2seq:
+            raise ConfigError("task.packing applies to causal LMs; this model is seq2seq")
+        return cls(settings, cfg.model.max_length, tokenizer, cfg.training.seed,
+                   cfg.data.labels, seq2seq)  # fmt: skip
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], tokenizer) -> GenerationTask:
+        return cls(meta["settings"], meta["max_length"], tokenizer, meta["seed"],
+                   meta.get("labels"), meta.get("seq2seq", False))  # fmt: skip
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "settings": self.s,
+            "max_length": self.max_length,
+            "seed": self.seed,
+            "labels": self.labels,
+            "seq2seq": self.seq2seq,
+            "chat_template_used": self.use_chat,
+        }
+
+    def build_model(self, resolved, trust_remote_code: bool = False):
+        from tunelab.models.loading import load_model
+
+        model = load_model(resolved, self.auto_class, trust_remote_code)
+        if self.tokenizer is not None and getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        gen = getattr(model, "generation_config", None)
+        if gen is not None and gen.pad_token_id is None and self.tokenizer is not None:
+            gen.pad_token_id = self.tokenizer.pad_token_id
+        return model
+
+    def head_modules(self, model) -> list[str]:
+        return []  # the LM head is pretrained
+
+    # -- rows -> examples ------------------------------------------------------------------
+    def _example(self, row: dict[str, Any], rid: int) -> Example:
+        f, fields = self.s["format"], self.s["fields"]
+
+        def col(name: str) -> Any:
+            return get_path(row, fields.get(name, name))
+
+        def need_text(name: str) -> str:
+            v = col(name)
+            if is_missing(v) or not isinstance(v, (str, int, float)) or not str(v).strip():
+                raise KeyError(f"{fields.get(name, name)} is missing or empty")
+            return str(v)
+
+        if f == "instruction":
+            instruction, out = need_text("instruction"), need_text("output")
+            extra = col("input")
+            prompt = (
+                instruction
+                if is_missing(extra) or not str(extra).strip()
+                else (f"{instruction}\n\n{extra}")
+            )
+            return Example(prompt, out, out)
+        if f == "prompt_completion":
+            out = need_text("completion")
+            return Example(need_text("prompt"), out, out)
+        if f == "chat":
+            msgs = col("messages")
+            if not isinstance(msgs, list) or not msgs:
+                raise KeyError(f"{fields.get('messages', 'messages')} is not a list of messages")
+            for m in msgs:
+                if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                    raise KeyError("a message lacks role or content")
+            if msgs[-1]["role"] != "assistant":
+                raise KeyError("the last message is not the assistant's answer")
+            out = str(msgs[-1]["content"])
+            return Example([dict(m) for m in msgs[:-1]], out, out)
+        if f == "template":
+            prompt, ref = render(self.s["template"], row, fields, self.seed, rid)
+            if self.labels and isinstance(ref, (int, float)) and not isinstance(ref, bool):
+                if not 0 <= int(ref) < len(self.labels):
+                    raise KeyError(f"label {ref} is not an index into {self.labels}")
+                ref = self.labels[int(ref)]
+            answers = [str(r) for r in ref] if isinstance(ref, list) else None
+            if answers is not None and not answers:
+                raise KeyError("no reference answer")
+            response = (
+                answers[0]
+                if answers
+                else ("yes" if ref is True else "no" if ref is False else str(ref))
+            )
+            return Example(prompt, response, answers or response)
+        raise AssertionError(f)
+
+    def prompt_ids(self, prompt: str | list[dict[str, str]]) -> list[int]:
+        tok = self.tokenizer
+        if self.use_chat:
+            msgs = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+            if self.s["system_prompt"] and msgs[0]["role"] != "system":
+                msgs = [{"role": "system", "content": self.s["system_prompt"]}, *msgs]
+            text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            return tok(text, add_special_tokens=False)["input_ids"]
+        if isinstance(prompt, list):  # chat rows without a chat template (refused above)
+            prompt = "\n".join(m["content"] for m in prompt)
+        if self.seq2seq:
+            return tok(prompt)["input_ids"]
+        return tok(prompt + "\n")["input_ids"]
+
+    def response_ids(self, response: str) -> list[int]:
+        tok = self.tokenizer
+        if self.seq2seq:
+            return tok(text_target=response)["input_ids"]
+        ids = tok(response, add_special_tokens=False)["input_ids"]
+        return ids + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+
+    def _fit(self, p: list[int], r: list[int]) -> tuple[list[int], list[int]] | None:
+        """Cut the prompt (never the response) to fit; None when the row cannot fit."""
+        limit = self.max_length
+        if self.seq2seq:
+            if len(r) > limit:
+                return None
+            if len(p) > limit:
+                if self.s["too_long"] == "skip":
+                    return None
+                p = p[: limit - 1] + p[-1:]  # keep the closing EOS
+            return p, r
+        if len(p) + len(r) <= limit:
+            return p, r
+        room = limit - len(r)
+        if self.s["too_long"] == "skip" or room < PROMPT_TAIL + 8:
+            return None
+        return p[: room - PROMPT_TAIL] + p[-PROMPT_TAIL:], r
+
+    # -- data ----------------------------------------------------------------------------
+    def load_split(self, spec: str, name: str, *, hub_split: str = "train",
+                   on_error: str = "strict", require_labels: bool = True) -> Split:  # fmt: skip
+        table = read_table(spec, split=hub_split, on_error=on_error, defer=True)
+        return self.table_to_split(table, name, require_labels=require_labels, on_error=on_error)
+
+    def table_to_split(self, table: Table, name: str, *, require_labels: bool = True,
+                       on_error: str = "strict") -> Split:  # fmt: skip
+        if self.s["format"] == "text":
+            return self._text_split(table, name, on_error)
+        problems = RowProblems(table.source, on_error)
+        features, records = [], []
+        too_long = 0
+        for row, rid in zip(table.rows, table.row_ids):
+            try:
+                ex = self._example(row, rid)
+            except KeyError as e:
+                problems.add(rid, str(e).strip("'\""))
+                continue
+            p, r = self.prompt_ids(ex.prompt), self.response_ids(ex.response)
+            fitted = self._fit(p, r)
+            if fitted is None:
+                too_long += 1
+                continue
+            p, r = fitted
+            features.append(self._feature(p, r))
+            records.append({
+                "row": rid,
+                "prompt": ex.prompt,
+                "reference": ex.reference,
+                "response_words": len(ex.response.split()),
+                "response_bytes": len(ex.response.encode("utf-8")),
+            })  # fmt: skip
+        skipped = problems.finish(table.skipped)
+        if too_long:
+            skipped = [*skipped, (-1, f"{too_long} row(s) longer than model.max_length skipped")]
+        if not features:
+            raise DataError(
+                f"{table.source}: no usable rows for split {name!r}; the split is empty"
+            )
+        return Split(name, features, records, skipped)
+
+    def _feature(self, p: list[int], r: list[int]) -> dict[str, Any]:
+        if self.seq2seq:
+            return {"input_ids": p, "labels": r, "prompt_len": len(p)}
+        ids = p + r
+        if self.s["loss_on"] == "all":
+            labels = list(ids)
+        else:
+            labels = [IGNORE] * len(p) + r
+        return {"input_ids": ids, "labels": labels, "prompt_len": len(p)}
+
+    def _text_split(self, table: Table, name: str, on_error: str) -> Split:
+        """Raw documents, EOS-separated, cut into blocks of model.max_length tokens."""
+        tok = self.tokenizer
+        column = self.s["fields"].get("text", "text")
+        problems = RowProblems(table.source, on_error)
+        stream: list[int] = []
+        words = nbytes = 0
+        for row, rid in zip(table.rows, table.row_ids):
+            text = get_path(row, column)
+            if not isinstance(text, str):
+                problems.add(rid, f"{column} is missing or not text")
+                continue
+            if not text.strip():
+                continue  # blank lines of a document file
+            stream += tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            words += len(text.split())
+            nbytes += len(text.encode("utf-8"))
+        skipped = problems.finish(table.skipped)
+        L = self.max_length
+        blocks = [stream[i : i + L] for i in range(0, len(stream), L)]
+        blocks = [b for b in blocks if len(b) > 1]
+        if not blocks:
+            raise DataError(f"{table.source}: no text for split {name!r}; the split is empty")
+        features = [{"input_ids": b, "labels": list(b), "prompt_len": 0} for b in blocks]
+        share = [len(b) / len(stream) for b in blocks]
+        records = [
+            {"row": i, "prompt": "", "reference": None,
+             "response_words": words * s, "response_bytes": nbytes * s}
+            for i, s in enumerate(share)
+        ]  # fmt: skip
+        return Split(name, features, records, skipped)
+
+    # -- batches -----------------------------------------------------------------------------
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        if self.s["packing"] and not self.seq2seq:
+            ids, pos, labels = [], [], []
+            for f in features:
+                n = len(f["input_ids"])
+                ids += f["input_ids"]
+                pos += list(range(n))
+                # the first token of an example is never predicted from the previous example
+                labels += [IGNORE, *list(f["labels"][1:])]
+            return {
+                "input_ids": torch.tensor([ids]),
+                "position_ids": torch.tensor([pos]),
+                "labels": torch.tensor([labels]),
+            }
+        width = max(len(f["input_ids"]) for f in features)
+        pad = self.pad_id if self.pad_id is not None else 0
+        ids = torch.full((len(features), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        lwidth = max(len(f["labels"]) for f in features)
+        labels = torch.full((len(features), lwidth), IGNORE, dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            mask[i, :n] = 1
+            labels[i, : len(f["labels"])] = torch.tensor(f["labels"])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    # -- loss ------------------------------------------------------------------------------------
+    def token_nll(self, model, batch: dict[str, Any]):
+        """(summed negative log-likelihood, number of predicted tokens) of a batch."""
+        import torch.nn.functional as F
+
+        labels = batch["labels"]
+        inputs = {
+            k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch
+        }
+        if self.seq2seq:
+            logits = model(**inputs, labels=labels).logits.float()
+            return (
+                F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum"),
+                int((labels != IGNORE).sum()),
+            )
+        target = labels[:, 1:]
+        # positions whose next token is learned, in any row: only there is the LM head needed
+        keep = (target != IGNORE).any(0).nonzero().flatten()
+        if keep.numel() == 0:
+            zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+            return zero, 0
+        # no cache: transformers then reads packed rows' positions as block-diagonal attention
+        logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits.float()  # [B, K, V]
+        tgt = target[:, keep]
+        nll = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="sum",
+                              ignore_index=IGNORE)  # fmt: skip
+        return nll, int((tgt != IGNORE).sum())
+
+    def loss(self, model, batch: dict[str, Any]):
+        nll, n = self.token_nll(model, batch)
+        return nll / max(n, 1)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(
+        self, model, split: Split, batch_size: int, accelerator
+    ) -> tuple[dict, list[dict]]:
+        import torch
+        from accelerate.utils import gather_object
+
+        from tunelab.data.batching import eval_batches
+        from tunelab.evaluation.generation_metrics import perplexities, score
+
+        idx_all = list(range(len(split)))
+        if self.s["eval_max_examples"] and len(split) > self.s["eval_max_examples"]:
+            idx_all = sorted(random.Random(self.seed).sample(idx_all, self.s["eval_max_examples"]))
+        sub_lengths = [split.lengths[i] for i in idx_all]
+        model.eval()
+        nll_sum, tokens = 0.0, 0
+        with torch.inference_mode():
+            for local in eval_batches(sub_lengths, batch_size, accelerator.process_index,
+                                      accelerator.num_processes):  # fmt: skip
+                feats = [split.features[idx_all[i]] for i in local]
+                batch = {k: v.to(accelerator.device) for k, v in self.collate(feats).items()}
+                with accelerator.autocast():
+                    nll, n = self.token_nll(model, batch)
+                nll_sum += float(nll)
+                tokens += n
+        totals = [(nll_sum, tokens)]
+        if accelerator.num_processes > 1:
+            totals = gather_object(totals)
+        nll_sum, tokens = sum(t[0] for t in totals), sum(t[1] for t in totals)
+        recs = [split.records[i] for i in idx_all]
+        words = sum(r["response_words"] for r in recs)
+        nbytes = sum(r["response_bytes"] for r in recs)
+        metrics: dict[str, Any] = perplexities(nll_sum, tokens, int(words), int(nbytes))
+        metrics["n"] = len(idx_all)
+        rows: list[dict[str, Any]] = []
+        if self.s["metrics"] and self.s["format"] != "text":
+            preds = self.generate_for(
+                model,
+                [
+                    split.features[i]["input_ids"][: split.features[i]["prompt_len"]]
+                    for i in idx_all
+                ],
+                batch_size,
+                accelerator,
+            )
+            refs = [r["reference"] for r in recs]
+            metrics.update(score(self.s["metrics"], preds, refs))
+            rows = [
+                {"row": r["row"], "prompt": r["prompt"], "reference": r["reference"],
+                 "prediction": p}
+                for r, p in zip(recs, preds)
+            ]  # fmt: skip
+        return metrics, rows
+
+    def generation_kwargs(self, **over) -> dict[str, Any]:
+        s = {**self.s, **{k: v for k, v in over.items() if v is not None}}
+        kw: dict[str, Any] = {
+            "max_new_tokens": s["max_new_tokens"],
+            "num_beams": s["num_beams"],
+            "do_sample": s["do_sample"],
+        }
+        if s["do_sample"]:
+            kw.update(temperature=s["temperature"], top_p=s["top_p"])
+        return kw
+
+    def generate_for(self, model, prompts: list[list[int]], batch_size: int, accelerator,
+                     **over) -> list[str]:  # fmt: skip
+        """Generated text for each prompt (token ids), in order, on every process."""
+        from tunelab.generation import generate_ids
+
+        return generate_ids(model, self.tokenizer, prompts, batch_size, accelerator,
+                            seq2seq=self.seq2seq, **self.generation_kwargs(**over))  # fmt: skip
+
+
+def _config_is_seq2seq(resolved, cfg) -> bool:
+    from transformers import AutoConfig
+
+    from tunelab.models.loading import model_path
+
+    try:
+        conf = AutoConfig.from_pretrained(
+            model_path(resolved), trust_remote_code=cfg.model.trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read the config of {resolved.name!r}: {e}") from None
+    return is_seq2seq(conf)
+
+
+def nll_to_ppl(nll: float) -> float:
+    return math.exp(min(nll, 50.0))

@@ -1,0 +1,167 @@
+"""Generation task: formats, label masking, packing, truncation, training and generating."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers import gen_rows, tiny_config, write_jsonl
+from tunelab.config import load_config
+from tunelab.data.sources import read_table
+from tunelab.errors import ConfigError
+from tunelab.models.loading import load_tokenizer
+from tunelab.models.registry import resolve_model
+from tunelab.tasks.generation import IGNORE, GenerationTask
+
+
+@pytest.fixture
+def gen_data(tmp_path):
+    return {
+        "train": write_jsonl(tmp_path / "gen" / "train.jsonl", gen_rows(96, 0)),
+        "validation": write_jsonl(tmp_path / "gen" / "val.jsonl", gen_rows(24, 1)),
+    }
+
+
+def make_task(folder, **task):
+    cfg = load_config(
+        {
+            "model": {"name": str(folder), "max_length": 48},
+            "task": {"type": "generation", "format": "prompt_completion", **task},
+        }
+    )
+    r = resolve_model(str(folder))
+    return GenerationTask.from_config(cfg, None, load_tokenizer(r)), r
+
+
+def split_of(task, rows, tmp_path, name="x"):
+    return task.table_to_split(read_table(str(write_jsonl(tmp_path / f"{name}.jsonl", rows))), name)
+
+
+def test_only_response_tokens_carry_labels(tiny_llama, tmp_path):
+    task, _ = make_task(tiny_llama)
+    tok = task.tokenizer
+    split = split_of(task, [{"prompt": "the movie was good", "completion": "good fun"}], tmp_path)
+    f = split.features[0]
+    response = tok("good fun", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    n = len(f["input_ids"])
+    assert f["labels"][: n - len(response)] == [IGNORE] * (n - len(response))
+    assert f["labels"][n - len(response) :] == response
+    assert f["input_ids"][n - len(response) :] == response
+    whole, _ = make_task(tiny_llama, loss_on="all")
+    g = split_of(whole, [{"prompt": "the movie was good", "completion": "good fun"}], tmp_path, "y")
+    assert g.features[0]["labels"] == g.features[0]["input_ids"]
+
+
+@pytest.mark.parametrize("loss_on", ["response", "all"])
+def test_packed_batch_loss_equals_unpacked(tiny_llama, tmp_path, loss_on):
+    from transformers import AutoModelForCausalLM
+
+    rows = gen_rows(5, 3)
+    rows[1]["prompt"] += " the plot was very quite long indeed"  # uneven lengths
+    packed_task, _ = make_task(tiny_llama, packing=True, loss_on=loss_on)
+    plain_task, _ = make_task(tiny_llama, loss_on=loss_on)
+    feats = split_of(plain_task, rows, tmp_path).features
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    with torch.no_grad():
+        packed = packed_task.loss(model, packed_task.collate(feats))
+        padded = plain_task.loss(model, plain_task.collate(feats))
+        # and each example alone, token-weighted
+        parts = [plain_task.token_nll(model, plain_task.collate([f])) for f in feats]
+    alone = sum(float(n) for n, _ in parts) / sum(k for _, k in parts)
+    assert float(packed) == pytest.approx(float(padded), abs=1e-4)
+    assert float(packed) == pytest.approx(alone, abs=1e-4)
+    # without the reset positions the examples would see each other: the loss differs
+    b = packed_task.collate(feats)
+    del b["position_ids"]
+    with torch.no_grad():
+        assert abs(float(packed_task.loss(model, b)) - float(packed)) > 1e-3
+
+
+def test_long_rows_lose_prompt_tokens_never_response_tokens(tiny_llama, tmp_path):
+    long = {"prompt": " ".join(["the movie"] * 60), "completion": "good fun"}
+    task, _ = make_task(tiny_llama)
+    f = split_of(task, [long], tmp_path).features[0]
+    assert len(f["input_ids"]) == 48
+    tok = task.tokenizer
+    response = tok("good fun", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert [x for x in f["labels"] if x != IGNORE] == response
+    skip, _ = make_task(tiny_llama, too_long="skip")
+    s = split_of(skip, [long, gen_rows(1, 0)[0]], tmp_path, "s")
+    assert len(s) == 1 and "longer than model.max_length" in s.skipped[-1][1]
+
+
+def test_malformed_rows_name_the_missing_field(tiny_llama, tmp_path):
+    from tunelab.errors import DataError
+
+    task, _ = make_task(tiny_llama)
+    with pytest.raises(DataError, match=r"row 2.*completion is missing"):
+        split_of(task, [{"prompt": "a", "completion": "b"}, {"prompt": "c"}], tmp_path)
+
+
+def test_chat_format_needs_a_chat_template(tiny_llama, tmp_path):
+    with pytest.raises(ConfigError, match="needs a chat template.*has none"):
+        make_task(tiny_llama, format="chat")
+
+
+def test_chat_template_is_used_when_the_tokenizer_has_one(tiny_llama, tmp_path):
+    import shutil
+
+    folder = tmp_path / "chatty"
+    shutil.copytree(tiny_llama, folder)
+    cfg_path = folder / "tokenizer_config.json"
+    conf = json.loads(cfg_path.read_text())
+    conf["chat_template"] = (
+        "{% for m in messages %}[CLS] {{ m['role'] }} {{ m['content'] }} [SEP] {% endfor %}"
+        "{% if add_generation_prompt %}[CLS] assistant {% endif %}"
+    )
+    cfg_path.write_text(json.dumps(conf))
+    task, _ = make_task(folder, format="chat")
+    assert task.use_chat
+    split = split_of(task, [{"messages": [
+        {"role": "user", "content": "the movie"},
+        {"role": "assistant", "content": "good fun"},
+    ]}], tmp_path)  # fmt: skip
+    text = task.tokenizer.decode(split.features[0]["input_ids"])
+    assert text.startswith("[CLS] user the movie [SEP] [CLS] assistant good fun")
+    off, _ = make_task(folder, chat_template="off")
+    assert not off.use_chat
+
+
+def test_templates_are_seeded_per_row_and_vary(tiny_llama, tmp_path):
+    from tunelab.data.templates import TEMPLATES, render
+
+    row = {"document": "A long article.", "summary": "Short."}
+    a = [render("summarization", row, {}, 0, i)[0] for i in range(40)]
+    b = [render("summarization", row, {}, 0, i)[0] for i in range(40)]
+    assert a == b and len(set(a)) == len(TEMPLATES["summarization"][2])
+    p, ref = render("qa", {"c": "Paris is in France.", "q": "Where is Paris?",
+                           "answers": {"text": ["France", "in France"]}},
+                    {"context": "c", "question": "q", "answer": "answers.text"}, 0, 1)  # fmt: skip
+    assert "Paris is in France." in p and ref == ["France", "in France"]
+    with pytest.raises(ConfigError, match="task.template.*allowed: sentiment"):
+        load_config({"task": {"type": "generation", "format": "template", "template": "nope"}})
+
+
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_t5", "tiny_bart"])
+def test_training_learns_the_answers(request, family, gen_data, tmp_path):
+    import tunelab
+
+    folder = request.getfixturevalue(family)
+    cfg = tiny_config(folder, gen_data, tmp_path / "runs", **{
+        "task.type": "generation", "task.format": "prompt_completion",
+        "task.metrics": ["exact_match", "rouge"], "task.max_new_tokens": 4,
+        "training.max_steps": 150, "training.lr": 1e-2, "training.eval_before": True,
+        "training.eval_every": 150, "model.max_length": 32,
+    })  # fmt: skip
+    res = tunelab.train(cfg)
+    assert res.metrics["loss"] < 0.5 * res.before["loss"]
+    assert res.metrics["exact_match"] >= 90.0 > res.before["exact_match"]
+    preds = [json.loads(x) for x in (res.run_dir / "predictions" / "validation.jsonl").open()]
+    assert {"prompt", "reference", "prediction"} <= set(preds[0])
+    # the finished run generates through the CLI
+    from tunelab.cli import main
+
+    prompt = "the movie was great"
+    assert main(["generate", str(res.run_dir), "--prompt", prompt, "--max-new-tokens", "4"]) == 0
