@@ -109,7 +109,7 @@ def combine_adapters(
     ``dare_linear`` (PEFT's pruned merges). Returns the new run directory.
     """
     import torch
-    from peft import LoraConfig, PeftModel
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
     opened = _check_runs(runs, COMBINABLE)
@@ -136,14 +136,25 @@ def combine_adapters(
         for name, (d, *_) in opened.items():
             lc = LoraConfig.from_pretrained(str(d / "model"))
             head_names = list(dict.fromkeys(lc.modules_to_save or []))
-            lc.modules_to_save = None  # PEFT cannot combine adapters that carry a head
+            # PEFT cannot combine adapters that carry a head (and a SEQ_CLS task type adds one)
+            lc.modules_to_save, task_type = None, lc.task_type
+            lc.task_type = None
+            lc.inference_mode = True
             if model is None:
-                model = PeftModel.from_pretrained(base, d / "model", adapter_name=name, config=lc)
+                model = get_peft_model(base, lc, adapter_name=name)
             else:
-                model.load_adapter(d / "model", adapter_name=name, peft_config=lc)
+                model.add_adapter(name, lc)
+            lora_state = {}
             for key, t in load_file(str(d / "model" / "adapter_model.safetensors")).items():
-                if "lora_" not in key:  # the task head, stored under its own name
+                if "lora_" in key:
+                    lora_state[key] = t
+                else:  # the task head, stored under its own name
                     heads[key] = heads.get(key, 0) + t * (weights[name] / total)
+            result = set_peft_model_state_dict(model, lora_state, adapter_name=name)
+            if getattr(result, "unexpected_keys", None):
+                raise RunDirError(
+                    f"{d}: adapter weights that fit no module: {result.unexpected_keys[:3]}"
+                )
         try:
             model.add_weighted_adapter(
                 names, [weights[n] for n in names], "combined", combination_type=combination
@@ -163,6 +174,7 @@ def combine_adapters(
         save_file(state, str(tmp / "model" / "adapter_model.safetensors"))
         acfg = json.loads((src / "adapter_config.json").read_text())
         acfg["modules_to_save"] = head_names or None
+        acfg["task_type"] = task_type
         (tmp / "model" / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
         shutil.rmtree(tmp / "model_peft")
         for f in (dir0 / "model").iterdir():
