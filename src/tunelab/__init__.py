@@ -16,6 +16,7 @@ __all__ = [
     "__version__",
     "combine_adapters",
     "evaluate",
+    "generate",
     "load_adapters",
     "load_config",
     "predict",
@@ -24,7 +25,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "evaluate", "predict", "load_run"):
+    if name in ("train", "evaluate", "predict", "load_run", "generate"):
         from tunelab import api
 
         return getattr(api, name)

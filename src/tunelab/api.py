@@ -553,6 +553,10 @@ def predict(
 
     run = _loaded(run_dir, trust_remote_code)
     task = run.task
+    if task.kind != "classification":
+        raise ConfigError(
+            f"{run.run_dir} is a {task.kind} run: use `tunelab generate` (tunelab.generate)"
+        )
     if file:
         split = task.load_split(
             file, "predict", require_labels=False, on_error=run.config.data.on_error

@@ -193,7 +193,11 @@ def _cmd_merge(args) -> int:
     if path.name == "model":
         print(f"{path} already holds the full model (nothing to merge for this method)")
     else:
-        print(f"merged model written to {path} (loads with AutoModelForSequenceClassification)")
+        task = json.loads((Path(args.run_dir) / "run.json").read_text())["task"]
+        auto = "AutoModelForSequenceClassification"
+        if task["type"] == "generation":
+            auto = "AutoModelForSeq2SeqLM" if task.get("seq2seq") else "AutoModelForCausalLM"
+        print(f"merged model written to {path} (loads with {auto})")
     return 0
 
 

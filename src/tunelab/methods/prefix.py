@@ -92,15 +92,16 @@ def kv_shape(mod) -> tuple[int, int]:
     return out // head_dim, head_dim
 
 
-def _widen_mask(mask, n_prefix: int, causal: bool, q_len: int, device):
-    """The attention mask with ``n_prefix`` always-visible key positions in front."""
+def _widen_mask(mask, n_prefix: int, causal: bool, q_len: int, device, past: int = 0):
+    """The attention mask with ``n_prefix`` always-visible key positions in front (``past``:
+    real tokens already in the generation cache)."""
     import torch
 
     if mask is None:
-        if not causal:
+        if not causal or q_len == 1:
             return None  # every key is visible, prefix included
         # an explicit causal mask: SDPA's is_causal would misalign queries and longer keys
-        real = torch.ones(q_len, q_len, dtype=torch.bool, device=device).tril()
+        real = torch.ones(q_len, past + q_len, dtype=torch.bool, device=device).tril(past)
         front = torch.ones(q_len, n_prefix, dtype=torch.bool, device=device)
         return torch.cat([front, real], dim=-1)[None, None]
     shape = (*mask.shape[:-1], n_prefix)
@@ -172,8 +173,14 @@ def _make_prefix_model():
                 kv = self._kv[i]
                 kwargs["cache"] = PrefixKV(kv[0][None], kv[1][None], inner)
                 key = "mask" if "mask" in kwargs else "attention_mask"
+                past = inner.get_seq_length(module.layer_idx) if inner is not None else 0
                 kwargs[key] = _widen_mask(
-                    kwargs.get(key), kv.shape[2], self.causal[i], hidden.shape[1], hidden.device
+                    kwargs.get(key),
+                    kv.shape[2],
+                    self.causal[i],
+                    hidden.shape[1],
+                    hidden.device,
+                    int(past),
                 )
                 return args, kwargs
 
