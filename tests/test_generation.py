@@ -211,3 +211,28 @@ def test_metrics_match_their_reference_implementations():
     assert sq["squad_f1"] == pytest.approx(100 * 1.8 / 3)
     f1 = score(["squad"], ["the big red barn"], [["red barn door"]])["squad_f1"]
     assert f1 == pytest.approx(100 * 2 * (2 / 3 * 2 / 3) / (4 / 3))  # P = R = 2/3
+
+
+def test_domain_text_is_blocked_and_scored_before_and_after(tiny_llama, tmp_path):
+    import tunelab
+    from helpers import FILLER, POSITIVE
+
+    domain = [{"document": " ".join(FILLER[i % 9 : i % 9 + 6] + POSITIVE[:3])} for i in range(60)]
+    general = [{"text": " ".join(reversed(FILLER[:12]))}, {"text": ""}] * 10
+    data = {
+        "train": write_jsonl(tmp_path / "d" / "train.jsonl", domain),
+        "test": write_jsonl(tmp_path / "d" / "general.jsonl", general),
+    }
+    cfg = tiny_config(tiny_llama, data, tmp_path / "runs", **{
+        "task.type": "generation", "task.format": "text", "task.fields": {"text": "document|text"},
+        "task.packing": True, "model.max_length": 24, "data.test": str(data["test"]),
+        "training.max_steps": 40, "training.lr": 1e-2, "training.eval_before": True,
+    })  # fmt: skip
+    res = tunelab.train(cfg)
+    info = json.loads((res.run_dir / "run.json").read_text())
+    before_test = info["summary"]["before_test"]
+    # the domain's held-out text gets much likelier; every block is full except the last
+    assert res.metrics["perplexity"] < 0.5 * res.before["perplexity"]
+    assert {"perplexity", "word_perplexity", "bits_per_byte"} <= set(before_test)
+    assert res.test_metrics["perplexity"] != pytest.approx(before_test["perplexity"])
+    assert (res.run_dir / "eval" / "test_before.json").is_file()

@@ -378,8 +378,18 @@ def train(
         console,
         fingerprint,
     )
+    before_test = None
+    if resume is None and cfg.training.eval_before and "test" in splits:
+        # the test split scored before training too: a before/after on held-out or general data
+        before_test, rows = task.evaluate(
+            trainer.model, splits["test"], trainer.eval_bs, accelerator
+        )
+        if accelerator.is_main_process:
+            _write_eval(run_dir, "test_before", before_test, rows, cfg.output.save_predictions)
     t0 = time.perf_counter()
     summary = trainer.fit(resume_from=resume)
+    if before_test is not None:
+        summary["before_test"] = scalar_metrics(before_test)
     summary["wall_seconds"] = time.perf_counter() - t0
     model = trainer.model
     # final evaluation with the selected weights (the loop's last pass when it scored them)
@@ -427,6 +437,8 @@ def _print_result(console, summary: dict, results: dict) -> None:
     t = RTable(title="results")
     t.add_column("split")
     rows = {"validation (before)": summary["before"]} if summary.get("before") else {}
+    if summary.get("before_test"):
+        rows["test (before)"] = summary["before_test"]
     rows.update({f"{name} (after)": m for name, m in results.items()})
     shown = [c for c in SHOWN if any(c in m for m in rows.values())]
     shown = shown or [c for c in SHOWN_GENERATION if any(c in m for m in rows.values())]

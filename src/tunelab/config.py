@@ -96,7 +96,8 @@ class TaskConfig(Section):
     fields: dict[str, str] = Field(
         default_factory=dict,
         description="Which column fills each field, e.g. {prompt: question, completion: "
-        "answer}; a dotted path reaches into nested values (`answers.text.0`).",
+        "answer}; a dotted path reaches into nested values (`answers.text.0`); for "
+        "format=text, `a|b` takes the first of the columns a row has.",
     )
     chat_template: Literal["auto", "on", "off"] = Field(
         "auto",

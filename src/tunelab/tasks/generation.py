@@ -271,9 +271,10 @@ class GenerationTask(Task):
         problems = RowProblems(table.source, on_error)
         stream: list[int] = []
         words = nbytes = 0
+        choices = column.split("|")  # e.g. "document|text": the first column a row has
         for row, rid in zip(table.rows, table.row_ids):
-            text = get_path(row, column)
-            if not isinstance(text, str):
+            text = next((v for c in choices if isinstance(v := get_path(row, c), str)), None)
+            if text is None:
                 problems.add(rid, f"{column} is missing or not text")
                 continue
             if not text.strip():
