@@ -145,7 +145,7 @@ def test_templates_are_seeded_per_row_and_vary(tiny_llama, tmp_path):
 
 
 @pytest.mark.parametrize("family", ["tiny_llama", "tiny_t5", "tiny_bart"])
-def test_training_learns_the_answers(request, family, gen_data, tmp_path):
+def test_training_learns_the_answers(request, family, gen_data, tmp_path, monkeypatch, capsys):
     import tunelab
 
     folder = request.getfixturevalue(family)
@@ -164,7 +164,18 @@ def test_training_learns_the_answers(request, family, gen_data, tmp_path):
     from tunelab.cli import main
 
     prompt = "the movie was great"
+    capsys.readouterr()
     assert main(["generate", str(res.run_dir), "--prompt", prompt, "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.strip() == "good fun"
+    beams = tunelab.generate(res.run_dir, [prompt, "a dull film"], num_beams=3, max_new_tokens=4)
+    assert beams == ["good fun", "bad dull"]
+    sampled = tunelab.generate(res.run_dir, [prompt], do_sample=True, temperature=0.7)
+    assert isinstance(sampled[0], str)
+    # an interactive chat: two turns, then an empty line ends it
+    lines = iter(["the film was lovely", "it was awful", ""])
+    monkeypatch.setattr("builtins.input", lambda _prompt="": next(lines))
+    assert main(["chat", str(res.run_dir), "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.count("model> ") == 2
 
 
 @pytest.mark.parametrize("family", ["tiny_llama", "tiny_t5"])
