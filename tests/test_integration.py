@@ -34,3 +34,28 @@ def test_lora_on_embedded_minilm_learns_the_demo_data(tmp_path):
     assert (
         main(["predict", str(res.run_dir), "--text", "The film was wonderful and I loved it."]) == 0
     )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["adapter", "prefix", "prompt"])
+def test_own_methods_on_embedded_smollm2_train_and_generate(tmp_path, method):
+    # the hand-written methods on the real Llama-architecture SmolLM2, through its chat template
+    from helpers import gen_rows, write_jsonl
+
+    train = write_jsonl(tmp_path / "train.jsonl", gen_rows(16, 0))
+    res = tunelab.train(
+        {
+            "model": {"name": "smollm2-135m-instruct", "max_length": 64},
+            "data": {"train": str(train), "validation_fraction": 0.25},
+            "task": {"type": "generation", "format": "prompt_completion", "max_new_tokens": 4},
+            "method": method,
+            "training": {"max_steps": 3, "batch_size": 4, "lr": 1e-2, "eval_before": True,
+                         "progress": False},
+            "output": {"dir": str(tmp_path / "runs"), "name": method},
+        }  # fmt: skip
+    )
+    assert res.metrics["loss"] < res.before["loss"]
+    info = json.loads((res.run_dir / "run.json").read_text())
+    assert info["task"]["chat_template_used"] and info["parameters"]["trainable_pct"] < 2
+    out = tunelab.generate(res.run_dir, ["the film was great"], max_new_tokens=4)
+    assert isinstance(out[0], str)
