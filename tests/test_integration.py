@@ -49,8 +49,13 @@ def test_own_methods_on_embedded_smollm2_train_and_generate(tmp_path, method):
             "data": {"train": str(train), "validation_fraction": 0.25},
             "task": {"type": "generation", "format": "prompt_completion", "max_new_tokens": 4},
             "method": method,
-            "training": {"max_steps": 3, "batch_size": 4, "lr": 1e-2, "eval_before": True,
-                         "progress": False},
+            "training": {
+                "max_steps": 3,
+                "batch_size": 4,
+                "lr": 1e-2,
+                "eval_before": True,
+                "progress": False,
+            },
             "output": {"dir": str(tmp_path / "runs"), "name": method},
         }  # fmt: skip
     )
