@@ -57,7 +57,7 @@ def test_own_methods_on_embedded_smollm2_train_and_generate(tmp_path, method):
                 "progress": False,
             },
             "output": {"dir": str(tmp_path / "runs"), "name": method},
-        }  # fmt: skip
+        }
     )
     assert res.metrics["loss"] < res.before["loss"]
     info = json.loads((res.run_dir / "run.json").read_text())

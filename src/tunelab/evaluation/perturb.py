@@ -26,9 +26,9 @@ def _neighbours() -> dict[str, str]:
         near = []
         for dr, di in ((0, -1), (0, 1), (-1, 0), (-1, 1), (1, -1), (1, 0)):
             rr, ii = r + dr, i + di
-            if 0 <= rr < len(KEYBOARD) and 0 <= ii < len(KEYBOARD[rr]):
-                if KEYBOARD[rr][ii].isalpha():
-                    near.append(KEYBOARD[rr][ii])
+            inside = 0 <= rr < len(KEYBOARD) and 0 <= ii < len(KEYBOARD[rr])
+            if inside and KEYBOARD[rr][ii].isalpha():
+                near.append(KEYBOARD[rr][ii])
         if c.isalpha():
             out[c] = "".join(near)
     return out
