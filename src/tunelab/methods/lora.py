@@ -11,8 +11,9 @@ from tunelab.methods.base import Method
 
 # Attention and MLP projections per model family (PEFT's own defaults cover attention only).
 DEFAULT_TARGETS: dict[str, list[str]] = {
-    "bert": ["query", "key", "value", "dense"],
-    "roberta": ["query", "key", "value", "dense"],
+    # query/value (as the LoRA paper) and the dense output/feed-forward projections
+    "bert": ["query", "value", "dense"],
+    "roberta": ["query", "value", "dense"],
     "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],

@@ -102,11 +102,12 @@ class ClassificationTask(Task):
             id2label=dict(enumerate(self.labels)),
             label2id=dict(self.label2id),
         )
-        # Head modules are the ones the checkpoint did not hold (e.g. BERT's classifier, but not
-        # a pretrained pooler): every method trains them in full.
+        # The head: what the checkpoint did not hold (BERT's classifier, BART's classification
+        # head, Llama's score), plus BERT's pooler, which sequence classification repurposes
+        # (sentence-embedding checkpoints never trained it): every method trains them in full.
         self.new_modules = {
             part for key in info.get("missing_keys", ()) for part in str(key).split(".")
-        }
+        } | {"pooler"}
         if getattr(model.config, "pad_token_id", None) is None and self.tokenizer is not None:
             # Decoder classifiers find the last real token through the pad id.
             model.config.pad_token_id = self.tokenizer.pad_token_id
