@@ -89,7 +89,7 @@ def test_long_rows_lose_prompt_tokens_never_response_tokens(tiny_llama, tmp_path
     assert [x for x in f["labels"] if x != IGNORE] == response
     skip, _ = make_task(tiny_llama, too_long="skip")
     s = split_of(skip, [long, gen_rows(1, 0)[0]], tmp_path, "s")
-    assert len(s) == 1 and "longer than model.max_length" in s.skipped[-1][1]
+    assert len(s) == 1 and s.skipped == [(1, "longer than model.max_length=48 tokens")]
 
 
 def test_malformed_rows_name_the_missing_field(tiny_llama, tmp_path):

@@ -315,7 +315,7 @@ def train(
     for s in splits.values():
         if s.skipped and console:
             console.print(
-                f"[yellow]{s.name}: skipped {len(s.skipped)} malformed row(s): "
+                f"[yellow]{s.name}: skipped {len(s.skipped)} row(s): "
                 + "; ".join(f"row {r}: {w}" for r, w in s.skipped[:5])
             )
     set_seed(cfg.training.seed)  # the head's initialisation does not depend on data loading

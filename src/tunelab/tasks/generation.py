@@ -8,7 +8,6 @@ FLAN-style templates) or raw documents. The loss covers the response tokens only
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -224,7 +223,7 @@ class GenerationTask(Task):
             return self._text_split(table, name, on_error)
         problems = RowProblems(table.source, on_error)
         features, records = [], []
-        too_long = 0
+        too_long: list[tuple[int, str]] = []
         for row, rid in zip(table.rows, table.row_ids):
             try:
                 ex = self._example(row, rid)
@@ -234,7 +233,7 @@ class GenerationTask(Task):
             p, r = self.prompt_ids(ex.prompt), self.response_ids(ex.response)
             fitted = self._fit(p, r)
             if fitted is None:
-                too_long += 1
+                too_long.append((rid, f"longer than model.max_length={self.max_length} tokens"))
                 continue
             p, r = fitted
             features.append(self._feature(p, r))
@@ -246,8 +245,7 @@ class GenerationTask(Task):
                 "response_bytes": len(ex.response.encode("utf-8")),
             })  # fmt: skip
         skipped = problems.finish(table.skipped)
-        if too_long:
-            skipped = [*skipped, (-1, f"{too_long} row(s) longer than model.max_length skipped")]
+        skipped = [*skipped, *too_long]
         if not features:
             raise DataError(
                 f"{table.source}: no usable rows for split {name!r}; the split is empty"
@@ -445,7 +443,3 @@ def _config_is_seq2seq(resolved, cfg) -> bool:
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot read the config of {resolved.name!r}: {e}") from None
     return is_seq2seq(conf)
-
-
-def nll_to_ppl(nll: float) -> float:
-    return math.exp(min(nll, 50.0))
