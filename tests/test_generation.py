@@ -247,3 +247,17 @@ def test_domain_text_is_blocked_and_scored_before_and_after(tiny_llama, tmp_path
     assert {"perplexity", "word_perplexity", "bits_per_byte"} <= set(before_test)
     assert res.test_metrics["perplexity"] != pytest.approx(before_test["perplexity"])
     assert (res.run_dir / "eval" / "test_before.json").is_file()
+
+
+def test_activation_checkpointing_gives_the_same_training(tiny_llama, gen_data, tmp_path):
+    import tunelab
+
+    losses = {}
+    for ckpt in (False, True):
+        cfg = tiny_config(tiny_llama, gen_data, tmp_path / f"runs{ckpt}", method="lora", **{
+            "task.type": "generation", "task.format": "prompt_completion",
+            "training.max_steps": 5, "training.activation_checkpointing": ckpt,
+            "model.max_length": 32,
+        })  # fmt: skip
+        losses[ckpt] = tunelab.train(cfg).metrics["loss"]
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)

@@ -326,6 +326,14 @@ def train(
         from tunelab.training.fast_dropout import use_fast_dropout
 
         use_fast_dropout(model)
+    if cfg.training.activation_checkpointing:
+        base = method.unwrap(model)
+        if not getattr(base, "supports_gradient_checkpointing", False):
+            raise ConfigError(
+                f"training.activation_checkpointing: {type(base).__name__} does not support it"
+            )
+        # non-reentrant checkpointing needs no gradient on the (often frozen) inputs
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = parameter_report(model)
     if console:
         console.print(

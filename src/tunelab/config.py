@@ -273,6 +273,11 @@ class TrainingConfig(Section):
     fast_dropout: bool = Field(
         True, description="Use tunelab's faster CPU dropout (same semantics as nn.Dropout)."
     )
+    activation_checkpointing: bool = Field(
+        False,
+        description="Recompute layer activations in the backward pass instead of keeping them: "
+        "less memory, about a third more compute.",
+    )
 
 
 class OutputConfig(Section):
