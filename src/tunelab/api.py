@@ -88,6 +88,12 @@ def _cpu_bf16() -> bool:
     return False
 
 
+def _precision_name(accelerator) -> str:
+    """Accelerate's ``mixed_precision`` as a user reads it (``no`` is fp32)."""
+    mp = str(accelerator.mixed_precision)
+    return "fp32" if mp == "no" else mp
+
+
 def make_accelerator(cfg: RunConfig):
     import torch
     from accelerate import Accelerator
@@ -340,7 +346,7 @@ def train(
             f"[bold]tunelab[/] {cfg.method} on {resolved.name} ({resolved.source}) · "
             f"train {len(splits['train'])} · validation {len(splits['validation'])} · "
             f"trainable {params['trainable']:,} / {params['total']:,} ({params['trainable_pct']:.2f}%) · "
-            f"precision {accelerator.mixed_precision} · processes {accelerator.num_processes}"
+            f"precision {_precision_name(accelerator)} · processes {accelerator.num_processes}"
         )
     run_info = {
         "tunelab_version": __version__,
