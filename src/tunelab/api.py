@@ -346,7 +346,8 @@ def train(
             f"[bold]tunelab[/] {cfg.method} on {resolved.name} ({resolved.source}) · "
             f"train {len(splits['train'])} · validation {len(splits['validation'])} · "
             f"trainable {params['trainable']:,} / {params['total']:,} ({params['trainable_pct']:.2f}%) · "
-            f"precision {_precision_name(accelerator)} · processes {accelerator.num_processes}"
+            f"precision {_precision_name(accelerator)} · processes {accelerator.num_processes} · "
+            f"seed {cfg.training.seed}"
         )
     run_info = {
         "tunelab_version": __version__,
