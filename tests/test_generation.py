@@ -160,6 +160,12 @@ def test_training_learns_the_answers(request, family, gen_data, tmp_path, monkey
     assert res.metrics["exact_match"] >= 90.0 > res.before["exact_match"]
     preds = [json.loads(x) for x in (res.run_dir / "predictions" / "validation.jsonl").open()]
     assert {"prompt", "reference", "prediction"} <= set(preds[0])
+    # the zero-shot predictions are kept too, and rescore to the reported figure
+    from tunelab.evaluation.generation_metrics import score
+
+    zero = [json.loads(x) for x in (res.run_dir / "predictions" / "validation_before.jsonl").open()]
+    again = score(["exact_match"], [r["prediction"] for r in zero], [r["reference"] for r in zero])
+    assert again["exact_match"] == pytest.approx(res.before["exact_match"])
     # the finished run generates through the CLI
     from tunelab.cli import main
 

@@ -20,7 +20,7 @@ from tunelab.evaluation.metrics import greater_is_better, scalar_metrics
 from tunelab.methods.base import count_layers, in_head, layer_index
 from tunelab.training import checkpoint as ckpt
 from tunelab.training.faults import fault_point
-from tunelab.utils.io import append_jsonl
+from tunelab.utils.io import append_jsonl, atomic_write_json, atomic_write_jsonl
 
 
 @dataclass
@@ -264,6 +264,11 @@ class Trainer:
             **scalar_metrics(metrics),
         }
         self.log(row)
+        if tag == "validation_before" and self.acc.is_main_process:
+            # the zero-shot side of a before/after comparison, recomputable like the final one
+            atomic_write_json(self.run_dir / "eval" / f"{tag}.json", metrics)
+            if self.cfg.output.save_predictions:
+                atomic_write_jsonl(self.run_dir / "predictions" / f"{tag}.jsonl", rows)
         return metrics
 
     def _after_eval(self, metrics: dict[str, Any]) -> bool:
