@@ -339,7 +339,10 @@ def train(
                 f"training.activation_checkpointing: {type(base).__name__} does not support it"
             )
         # non-reentrant checkpointing needs no gradient on the (often frozen) inputs
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(base, "activation_checkpointing_enable"):  # the newer transformers 5 name
+            base.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable({"use_reentrant": False})
     params = parameter_report(model)
     if console:
         console.print(
