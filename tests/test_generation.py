@@ -255,9 +255,21 @@ def test_domain_text_is_blocked_and_scored_before_and_after(tiny_llama, tmp_path
     assert (res.run_dir / "eval" / "test_before.json").is_file()
 
 
-def test_activation_checkpointing_gives_the_same_training(tiny_llama, gen_data, tmp_path):
+def test_activation_checkpointing_gives_the_same_training(
+    tiny_llama, gen_data, tmp_path, monkeypatch
+):
+    from transformers import PreTrainedModel
+
     import tunelab
 
+    enabled = []
+    original = PreTrainedModel.activation_checkpointing_enable
+
+    def spy(self, *a, **kw):
+        enabled.append(type(self).__name__)
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable", spy)
     losses = {}
     for ckpt in (False, True):
         cfg = tiny_config(tiny_llama, gen_data, tmp_path / f"runs{ckpt}", method="lora", **{
@@ -266,4 +278,5 @@ def test_activation_checkpointing_gives_the_same_training(tiny_llama, gen_data, 
             "model.max_length": 32,
         })  # fmt: skip
         losses[ckpt] = tunelab.train(cfg).metrics["loss"]
+    assert enabled == ["LlamaForCausalLM"]  # switched on for the second run only
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
