@@ -209,6 +209,7 @@ def main() -> int:
     from tunelab.api import choose_precision
 
     precision = choose_precision(args.precision)
+    precision = "fp32" if precision == "no" else precision  # Accelerate calls fp32 "no"
     work = Path(args.out).parent / "sft-work"
     work.mkdir(parents=True, exist_ok=True)
     data = work / "rows.jsonl"
