@@ -6,6 +6,7 @@ padded on the left (so every row's next token sits at the same position), seq2se
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 
@@ -45,7 +46,7 @@ def generate_ids(
                     ids[j, : len(r)], mask[j, : len(r)] = torch.tensor(r), 1
                 else:
                     ids[j, width - len(r) :], mask[j, width - len(r) :] = torch.tensor(r), 1
-            ctx = accelerator.autocast() if accelerator is not None else _null()
+            ctx = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
             with ctx:
                 res = target.generate(
                     input_ids=ids.to(device),
@@ -63,11 +64,3 @@ def generate_ids(
     for i, t in out:
         result[i] = t
     return result
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

@@ -23,6 +23,8 @@ class OwnMethod(Method):
 
     #: the config section holding this method's settings
     section: str
+    #: whether ``build`` wraps the model in a module holding it as ``.base`` (prefix, prompt)
+    wraps_model: bool = False
     #: why ``merge`` is impossible for this method
     merge_refusal: str = "it adds computation that no base-model weight can absorb"
 
@@ -104,6 +106,9 @@ class OwnMethod(Method):
                     )
                 params[n].copy_(t)
         return model
+
+    def unwrap(self, model):
+        return model.base if self.wraps_model else model
 
     def merge(self, model):
         raise ConfigError(

@@ -211,6 +211,7 @@ def _make_prefix_model():
 class PrefixTuning(OwnMethod):
     name = "prefix"
     section = "prefix"
+    wraps_model = True
     description = "Trained key/value prefixes in every self-attention layer; options under prefix:."
     merge_refusal = "prefixes are extra attention positions, not a change of existing weights"
 
@@ -230,9 +231,6 @@ class PrefixTuning(OwnMethod):
                 else:
                     wrapped.prefix.copy_(_record_kv(model, wrapped.names, ids))
         return wrapped
-
-    def unwrap(self, model):
-        return model.base
 
     def saved_tensors(self, model) -> dict[str, Any]:
         # the MLP is a training device only (Li & Liang): save the prefixes it produces

@@ -117,6 +117,7 @@ def _leading_special(tokenizer) -> bool:
 class PromptTuning(OwnMethod):
     name = "prompt"
     section = "prompt"
+    wraps_model = True
     description = "A trained soft prompt on the input embeddings; options under prompt:."
     merge_refusal = "a soft prompt is extra input, not a change of existing weights"
 
@@ -133,6 +134,3 @@ class PromptTuning(OwnMethod):
             with torch.no_grad():
                 wrapped.prompt.copy_(input_embedding(model)(ids[None])[0])
         return wrapped
-
-    def unwrap(self, model):
-        return model.base
