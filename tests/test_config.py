@@ -56,10 +56,10 @@ def test_yaml_file_and_overrides(tmp_path):
         ),
         (
             ["method=adalora"],
-            "method: Value error, unknown method 'adalora'; allowed: full, freeze, lora, dora, ia3, adapter, prefix, prompt, bitfit",
+            "method: unknown method 'adalora'; allowed: full, freeze, lora, dora, ia3, adapter, prefix, prompt, bitfit",
         ),
         (["data.on_error=ignore"], "data.on_error: Input should be 'strict' or 'skip'"),
-        (["output.name=a/b"], "output.name: Value error, must be a plain folder name"),
+        (["output.name=a/b"], "output.name: must be a plain folder name"),
         (["nonsense=1"], "nonsense: unknown key; allowed here: model, data, task, method"),
     ],
 )

@@ -143,6 +143,10 @@ def _subsample(table, k: int, seed: int):
 def build_task(cfg: RunConfig, tokenizer, train_table=None, meta: dict | None = None):
     from tunelab.tasks import get_task
 
+    if meta is not None and meta.get("type") == "mixture":
+        from tunelab.tasks.mixture import MixtureTask
+
+        return MixtureTask.from_metadata(meta, tokenizer)
     cls = get_task(cfg.task.type)
     if meta is not None:
         return cls.from_metadata(meta, tokenizer)
@@ -153,6 +157,10 @@ def load_splits(cfg: RunConfig, task, train_table=None) -> dict[str, Any]:
     """Tokenized train/validation/test splits for ``cfg`` (validation carved from train if unset)."""
     from tunelab.data.sources import read_table
 
+    if cfg.mixture.tasks:  # every task's splits, laid end to end
+        from tunelab.tasks.mixture import MixtureTask
+
+        return MixtureTask.from_config(cfg, task.tokenizer)[1]
     d = cfg.data
     if train_table is None:
         train_table = read_table(d.train, split=d.train_split, on_error=d.on_error, defer=True)
@@ -174,6 +182,49 @@ def load_splits(cfg: RunConfig, task, train_table=None) -> dict[str, Any]:
             d.test, "test", hub_split=d.test_split, on_error=d.on_error
         )
     return splits
+
+
+def load_probes(cfg: RunConfig, tokenizer) -> dict[str, tuple[Any, Any]]:
+    """Each probe's task and rows (its ``validation`` file, else its ``train`` file)."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for spec in cfg.probes:
+        sub = cfg.spec_config(spec)
+        d = sub.data
+        source, hub_split = (
+            (d.validation, d.validation_split) if d.validation else (d.train, d.train_split)
+        )
+        task = build_task(sub, tokenizer)
+        split = task.load_split(source, f"probe-{spec.name}", hub_split=hub_split,
+                                on_error=d.on_error)  # fmt: skip
+        if len(split) == 0:
+            raise DataError(f"probe {spec.name!r}: {source} has no usable rows")
+        out[spec.name] = (task, split)
+    return out
+
+
+def score_probes(probes: dict, model, batch_size: int, accelerator, run_dir: Path, tag: str,
+                 save_predictions: bool = True) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Score every probe; write ``eval/probe-NAME_TAG.json``; return the scalar metrics."""
+    out = {}
+    for name, (task, split) in probes.items():
+        metrics, rows = task.evaluate(model, split, batch_size, accelerator)
+        if accelerator.is_main_process:
+            _write_eval(run_dir, f"probe-{name}_{tag}", metrics, rows, save_predictions)
+        out[name] = scalar_metrics(metrics)
+    return out
+
+
+def probe_deltas(before: dict, after: dict) -> dict[str, dict[str, Any]]:
+    """before, after and after − before for every probe metric both sides have."""
+    out = {}
+    for name, b in before.items():
+        a = after.get(name, {})
+        out[name] = {
+            "before": b,
+            "after": a,
+            "delta": {k: a[k] - b[k] for k in b if k in a and k != "n"},
+        }
+    return out
 
 
 def _diff_keys(old: dict, new: dict, keys: tuple[str, ...]) -> list[str]:
@@ -305,8 +356,10 @@ def train(
     from tunelab.training.loop import Trainer
 
     cfg = load_config(config, overrides)
-    if not cfg.data.train:
-        raise ConfigError("data.train: no training data given (a file path or hub:ID)")
+    if not cfg.data.train and not cfg.mixture.tasks:
+        raise ConfigError(
+            "data.train: no training data given (a file path or hub:ID), and no mixture.tasks"
+        )
     accelerator = make_accelerator(cfg)
     console = _console(accelerator)
     set_seed(cfg.training.seed)
@@ -314,10 +367,16 @@ def train(
     resolved = resolve_model(cfg.model.name, cfg.model.revision)
     with accelerator.main_process_first():  # a GGUF conversion happens once, on the main process
         tokenizer = load_tokenizer(resolved, cfg.model.trust_remote_code)
-    d = cfg.data
-    train_table = read_table(d.train, split=d.train_split, on_error=d.on_error, defer=True)
-    task = build_task(cfg, tokenizer, train_table)
-    splits = load_splits(cfg, task, train_table)
+    if cfg.mixture.tasks:
+        from tunelab.tasks.mixture import MixtureTask
+
+        task, splits = MixtureTask.from_config(cfg, tokenizer)
+    else:
+        d = cfg.data
+        train_table = read_table(d.train, split=d.train_split, on_error=d.on_error, defer=True)
+        task = build_task(cfg, tokenizer, train_table)
+        splits = load_splits(cfg, task, train_table)
+    probes = load_probes(cfg, tokenizer)
     for s in splits.values():
         if s.skipped and console:
             console.print(
@@ -396,6 +455,19 @@ def train(
         console,
         fingerprint,
     )
+    probes_before = None
+    if probes:
+        if resume is None:
+            probes_before = score_probes(probes, trainer.model, trainer.eval_bs, accelerator,
+                                         run_dir, "before", cfg.output.save_predictions)  # fmt: skip
+        else:  # scored when the run started
+            probes_before = {
+                n: scalar_metrics(
+                    json.loads((run_dir / "eval" / f"probe-{n}_before.json").read_text())
+                )
+                for n in probes
+                if (run_dir / "eval" / f"probe-{n}_before.json").is_file()
+            }
     before_test = None
     if resume is None and cfg.training.eval_before and "test" in splits:
         # the test split scored before training too: a before/after on held-out or general data
@@ -421,6 +493,10 @@ def train(
         results[name] = metrics
         if accelerator.is_main_process:
             _write_eval(run_dir, name, metrics, rows, cfg.output.save_predictions)
+    if probes:
+        after = score_probes(probes, model, trainer.eval_bs, accelerator, run_dir, "after",
+                             cfg.output.save_predictions)  # fmt: skip
+        summary["probes"] = probe_deltas(probes_before or {}, after)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
@@ -460,11 +536,29 @@ def _print_result(console, summary: dict, results: dict) -> None:
     rows.update({f"{name} (after)": m for name, m in results.items()})
     shown = [c for c in SHOWN if any(c in m for m in rows.values())]
     shown = shown or [c for c in SHOWN_GENERATION if any(c in m for m in rows.values())]
+    if any("mean_loss" in m for m in rows.values()):  # a mixture: each task's loss and score
+        from tunelab.tasks.mixture import PRIMARY
+
+        keep = {"loss", *PRIMARY.values(), "accuracy"}
+        keys = list(dict.fromkeys(k for m in rows.values() for k in m))
+        shown = [k for k in keys if "/" in k and k.rsplit("/", 1)[1] in keep]
+        shown += [k for k in ("mean", "mean_loss") if k in keys]
     for c in shown:
         t.add_column(c, justify="right")
     for label, m in rows.items():
         t.add_row(label, *[f"{m.get(c, float('nan')):.4f}" for c in shown])
     console.print(t)
+    if summary.get("probes"):
+        pt = RTable(title="probes (forgetting): before → after (delta)")
+        for c in ("probe", "metric", "before", "after", "delta"):
+            pt.add_column(c, justify="left" if c in ("probe", "metric") else "right")
+        for name, p in summary["probes"].items():
+            for k, d in p["delta"].items():
+                if k in ("loss", "perplexity", "word_perplexity", "accuracy", "exact_match",
+                         "squad_f1", "rougeL", "bleu", "chrf"):  # fmt: skip
+                    pt.add_row(name, k, f"{p['before'][k]:.4f}", f"{p['after'][k]:.4f}",
+                               f"{d:+.4f}")  # fmt: skip
+        console.print(pt)
     console.print(
         f"{summary['steps']} steps · {summary['examples_per_s']:.1f} train examples/s · "
         f"peak RSS {summary['peak_rss_mb']:.0f} MB · skipped steps {summary['skipped_steps']}"

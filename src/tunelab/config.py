@@ -131,6 +131,61 @@ class TaskConfig(Section):
     )
 
 
+class TaskSpec(Section):
+    """One task of a mixture, or one probe: its own data and task settings."""
+
+    name: str = Field(description="Short task name (letters, digits, `-`, `_`); keys its metrics.")
+    data: DataConfig = Field(default_factory=DataConfig, description="This task's data.")
+    task: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the top-level `task` section for this task (e.g. "
+        "{template: qa, metrics: [squad]}).",
+    )
+    metric: str | None = Field(
+        None,
+        description="The score of this task that enters the mixture's `mean`; unset: the "
+        "first of its `metrics` (rougeL, bleu, chrf, squad_f1, exact_match, accuracy).",
+    )
+    weight: float | None = Field(
+        None, ge=0, description="mixture.strategy=weights: this task's sampling weight."
+    )
+    loss_weight: float = Field(1.0, ge=0, description="Factor on this task's loss.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", v):
+            raise ValueError("use letters, digits, '-' and '_' only")
+        return v
+
+
+class MixtureConfig(Section):
+    tasks: list[TaskSpec] = Field(
+        default_factory=list,
+        description="Multi-task training: the tasks to mix (each with data, task overrides, "
+        "metric, weight, loss_weight). Empty: single-task training from `data`/`task`.",
+    )
+    strategy: Literal["proportional", "temperature", "uniform", "weights"] = Field(
+        "proportional",
+        description="Task sampling rates (T5): examples-proportional r∝min(n,K), temperature "
+        "r∝min(n,K)^(1/T), uniform, or each task's `weight`.",
+    )
+    cap: int | None = Field(None, ge=1, description="K: examples counted per task at most.")
+    temperature: float = Field(2.0, gt=0, description="T of strategy=temperature.")
+    per: Literal["example", "batch"] = Field(
+        "example",
+        description="Draw the task per example (mixed batches) or per batch (each batch "
+        "from one task).",
+    )
+    loss_normalization: Literal["tokens", "task"] = Field(
+        "tokens",
+        description="`tokens`: a batch's loss is its summed token loss over its token count; "
+        "`task`: each task's loss is first averaged over its own tokens.",
+    )
+
+
 class LoraConfig(Section):
     r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
@@ -273,6 +328,13 @@ class TrainingConfig(Section):
     fast_dropout: bool = Field(
         True, description="Use tunelab's faster CPU dropout (same semantics as nn.Dropout)."
     )
+    l2sp: float | None = Field(
+        None,
+        ge=0,
+        description="L2-SP: pull the trained pretrained weights back toward their starting "
+        "values by lr·α·(θ−θ₀) each step (decoupled, like AdamW's decay); the new head is "
+        "exempt. Counters forgetting; unset: off.",
+    )
     activation_checkpointing: bool = Field(
         False,
         description="Recompute layer activations in the backward pass instead of keeping them: "
@@ -309,6 +371,12 @@ class RunConfig(Section):
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     prefix: PrefixConfig = Field(default_factory=PrefixConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
+    mixture: MixtureConfig = Field(default_factory=MixtureConfig)
+    probes: list[TaskSpec] = Field(
+        default_factory=list,
+        description="Held-out tasks scored before and after training, reported as deltas "
+        "(forgetting): e.g. WikiText-2 perplexity, BoolQ exact match.",
+    )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     resume_ignore_changes: bool = Field(
@@ -333,6 +401,12 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _task_defaults(self) -> RunConfig:
+        self._check_specs()
+        if self.training.metric is None and self.mixture.tasks:
+            from tunelab.tasks.mixture import primary_metric
+
+            scored = [primary_metric(self.spec_task(t), t.metric) for t in self.mixture.tasks]
+            self.training.metric = "mean" if any(scored) else "mean_loss"
         if self.training.metric is None:
             self.training.metric = "accuracy" if self.task.type == "classification" else "loss"
         if self.task.type == "generation" and self.task.format == "template":
@@ -345,6 +419,72 @@ class RunConfig(Section):
                 )
         return self
 
+    def spec_task(self, spec: TaskSpec) -> TaskConfig:
+        """The top-level task section with ``spec``'s overrides applied."""
+        return TaskConfig.model_validate(_deep_merge(self.task.model_dump(), spec.task))
+
+    def spec_config(self, spec: TaskSpec) -> RunConfig:
+        """A single-task config for one task of the mixture (or one probe)."""
+        d = self.to_dict()
+        d["data"] = spec.data.model_dump(mode="json")
+        d["task"] = self.spec_task(spec).model_dump(mode="json")
+        d["mixture"], d["probes"] = {}, []
+        d["training"]["metric"] = None
+        return RunConfig.model_validate(d)
+
+    def _check_specs(self) -> None:
+        for key, specs in (("mixture.tasks", self.mixture.tasks), ("probes", self.probes)):
+            names = [t.name for t in specs]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"{key}: task names must be unique; repeated: {', '.join(dup)}")
+            for i, spec in enumerate(specs):
+                try:
+                    tc = self.spec_task(spec)
+                except ValidationError as e:
+                    raise ValueError(
+                        f"{key}[{i}] ({spec.name}).task: "
+                        + _format_validation_error(e).removeprefix("invalid config: ")
+                    ) from None
+                if tc.type == "generation" and tc.format == "template":
+                    from tunelab.data.templates import TEMPLATES
+
+                    if tc.template not in TEMPLATES:
+                        raise ValueError(
+                            f"{key}[{i}] ({spec.name}).task.template: {tc.template!r} is not "
+                            f"a shipped template; allowed: {', '.join(TEMPLATES)}"
+                        )
+                if key == "mixture.tasks" and not spec.data.train:
+                    raise ValueError(f"{key}[{i}] ({spec.name}).data.train: no training data")
+                if key == "probes" and not (spec.data.validation or spec.data.train):
+                    raise ValueError(
+                        f"{key}[{i}] ({spec.name}).data: give the probe's rows as "
+                        "`validation` (or `train`)"
+                    )
+        m = self.mixture
+        if m.tasks:
+            types = {self.spec_task(t).type for t in m.tasks}
+            if types != {"generation"}:
+                raise ValueError(
+                    "mixture.tasks: only generation tasks can be mixed so far (classification "
+                    "tasks would need one head per task); use task.type=generation, e.g. "
+                    "format=template with template=sentiment"
+                )
+            packs = {self.spec_task(t).packing for t in m.tasks}
+            if len(packs) > 1:
+                raise ValueError("mixture.tasks: task.packing must be the same for every task")
+            if m.strategy == "weights" and any(t.weight is None for t in m.tasks):
+                missing = [t.name for t in m.tasks if t.weight is None]
+                raise ValueError(
+                    f"mixture.strategy=weights needs a weight for every task; missing: "
+                    f"{', '.join(missing)}"
+                )
+            if self.data.train:
+                raise ValueError(
+                    "data.train and mixture.tasks are both set: give the training data in "
+                    "each mixture task's `data`, not in the top-level `data`"
+                )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-safe dict of every value (defaults included)."""
         return self.model_dump(mode="json")
@@ -353,8 +493,11 @@ class RunConfig(Section):
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(config)"
-        msg = e["msg"]
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if not key:  # a whole-config check: its message names the keys itself
+            lines.append(msg)
+            continue
         if e["type"] == "extra_forbidden":
             section = _section_for(e["loc"][:-1])
             allowed = ", ".join(section.model_fields) if section else ""

@@ -65,8 +65,11 @@ class MixtureSampler:
         homogeneous: bool = False,
         world_size: int = 1,
         rank: int = 0,
+        offsets: dict[str, int] | None = None,
     ):
         self.tasks = list(sizes)
+        #: where each task's examples start in the mixed split (iteration yields those indices)
+        self.offsets = offsets or {t: 0 for t in self.tasks}
         self.sizes = dict(sizes)
         self.batch_size, self.homogeneous = batch_size, homogeneous
         self.p = np.array([rates[t] for t in self.tasks], dtype=float)
@@ -105,6 +108,15 @@ class MixtureSampler:
         self.drawn.update(picks)
         self.batches += 1
         return batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+
+    def batches_per_epoch(self) -> int:
+        """Batches in one pass over as many examples as the mixture holds."""
+        return max(1, -(-sum(self.sizes.values()) // (self.batch_size * self.world_size)))
+
+    def __iter__(self):
+        """Endless stream of this rank's batches, as indices into the mixed split."""
+        while True:
+            yield [self.offsets[t] + i for t, i in self.next_batch()]
 
     def realised_mix(self) -> dict[str, float]:
         """Share of drawn examples per task so far (all ranks together)."""

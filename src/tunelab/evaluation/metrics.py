@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 #: metrics where lower is better (everything else: higher is better)
-LOWER_IS_BETTER = {"loss", "eval_loss", "perplexity", "word_perplexity", "bits_per_byte"}
+LOWER_IS_BETTER = {
+    "loss", "eval_loss", "perplexity", "word_perplexity", "bits_per_byte", "mean_loss",
+}  # fmt: skip
 
 
 def classification_metrics(
@@ -42,7 +44,8 @@ def classification_metrics(
 
 
 def greater_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
+    """Whether a larger value is better (``task/metric`` names of mixtures included)."""
+    return metric.rsplit("/", 1)[-1] not in LOWER_IS_BETTER
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:

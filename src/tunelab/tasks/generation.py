@@ -328,6 +328,13 @@ class GenerationTask(Task):
     # -- loss ------------------------------------------------------------------------------------
     def token_nll(self, model, batch: dict[str, Any]):
         """(summed negative log-likelihood, number of predicted tokens) of a batch."""
+        nll, target, _ = self.token_losses(model, batch)
+        return nll.sum(), int((target != IGNORE).sum())
+
+    def token_losses(self, model, batch: dict[str, Any]):
+        """Per-position losses of a batch: ``(nll, target, pick)``, flat, with nll 0 where the
+        target is IGNORE; ``pick(x)`` selects the same positions of any [B, L] label-aligned
+        tensor (a mixture uses it to find each token's task)."""
         import torch.nn.functional as F
 
         labels = batch["labels"]
@@ -336,22 +343,20 @@ class GenerationTask(Task):
         }
         if self.seq2seq:
             logits = model(**inputs, labels=labels).logits.float()
-            return (
-                F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum"),
-                int((labels != IGNORE).sum()),
-            )
+            nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+            return nll, labels.flatten(), lambda x: x.flatten()
         target = labels[:, 1:]
         # positions whose next token is learned, in any row: only there is the LM head needed
         keep = (target != IGNORE).any(0).nonzero().flatten()
         if keep.numel() == 0:
             zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
-            return zero, 0
+            return zero.reshape(1), target.new_full((1,), IGNORE), lambda x: x.new_zeros(1)
         # no cache: transformers then reads packed rows' positions as block-diagonal attention
         logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits.float()  # [B, K, V]
         tgt = target[:, keep]
-        nll = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="sum",
+        nll = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none",
                               ignore_index=IGNORE)  # fmt: skip
-        return nll, int((tgt != IGNORE).sum())
+        return nll, tgt.flatten(), lambda x: x[:, 1:][:, keep].flatten()
 
     def loss(self, model, batch: dict[str, Any]):
         nll, n = self.token_nll(model, batch)

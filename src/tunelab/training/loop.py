@@ -124,14 +124,18 @@ class Trainer:
         self.ckpt_root = run_dir / "checkpoints"
         self.state = LoopState()
         tc = self.tc
-        self.sampler = BatchSampler(
-            train_split.lengths,
-            tc.batch_size,
-            seed=tc.seed,
-            group_by_length=tc.group_by_length,
-            world_size=accelerator.num_processes,
-            rank=accelerator.process_index,
-        )
+        if hasattr(task, "make_sampler"):  # a task mixture draws its own batches
+            self.sampler = task.make_sampler(train_split, tc.batch_size, tc.seed,
+                                             accelerator.num_processes, accelerator.process_index)  # fmt: skip
+        else:
+            self.sampler = BatchSampler(
+                train_split.lengths,
+                tc.batch_size,
+                seed=tc.seed,
+                group_by_length=tc.group_by_length,
+                world_size=accelerator.num_processes,
+                rank=accelerator.process_index,
+            )
         self.steps_per_epoch = max(1, math.ceil(self.sampler.batches_per_epoch() / tc.grad_accum))
         self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * self.steps_per_epoch))
         self.eval_every = tc.eval_every or self.steps_per_epoch
@@ -156,6 +160,15 @@ class Trainer:
             self.optimizer, lr_lambda(self.total_steps, warmup, tc.scheduler)
         )
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        #: L2-SP anchors: the starting values of the trained pretrained weights (not the head)
+        self.anchors: list[tuple[Any, Any]] = []
+        if tc.l2sp:
+            head = task.head_modules(model)
+            self.anchors = [
+                (p, p.detach().clone())
+                for n, p in accelerator.unwrap_model(self.model).named_parameters()
+                if p.requires_grad and not in_head(n, head)
+            ]
 
     # -- logging -------------------------------------------------------------------------
     def log(self, row: dict[str, Any]) -> None:
@@ -291,6 +304,11 @@ class Trainer:
         patience = self.tc.early_stopping_patience
         return patience is not None and self.state.evals_without_improvement >= patience
 
+    def _mix_fields(self) -> dict[str, Any]:
+        """A task mixture's realised share of examples per task so far."""
+        mix = getattr(self.sampler, "realised_mix", None)
+        return {"mix": {k: round(v, 4) for k, v in mix().items()}} if mix else {}
+
     # -- the loop ---------------------------------------------------------------------------
     def _micro_batches(self, it):
         return [next(it) for _ in range(self.tc.grad_accum)]
@@ -331,9 +349,20 @@ class Trainer:
         ok = bool(torch.isfinite(loss_all)) and bool(torch.isfinite(torch.as_tensor(grad_norm)))
         if ok:
             self.optimizer.step()
+            if self.anchors:
+                self._pull_to_anchors()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss_all), float(grad_norm), ok
+
+    def _pull_to_anchors(self) -> None:
+        """L2-SP, decoupled: θ ← θ − lr·α·(θ − θ₀) for every anchored weight."""
+        import torch
+
+        lr = self.scheduler.get_last_lr()[0]
+        with torch.no_grad():
+            for p, p0 in self.anchors:
+                p.sub_(p - p0, alpha=lr * self.tc.l2sp)
 
     def fit(self, resume_from: dict[str, Any] | None = None) -> dict[str, Any]:
         tc = self.tc
@@ -414,6 +443,7 @@ class Trainer:
                             "examples_per_s": eps,
                             "examples": self.state.examples,
                             "tokens": self.state.tokens,
+                            **self._mix_fields(),
                         }
                     )
                     window_loss, window_n = 0.0, 0

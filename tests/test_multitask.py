@@ -1,0 +1,208 @@
+"""Multi-task training: mixture configs, the mixed loss, per-task evaluation, probes, L2-SP."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from helpers import gen_rows, tiny_config, write_jsonl
+from tunelab.config import load_config
+from tunelab.errors import ConfigError
+
+
+def echo_rows(n: int, seed: int) -> list[dict]:
+    """A second task: name the noun of the prompt (words of the tiny tokenizer's vocabulary)."""
+    rng = random.Random(seed)
+    words = ["movie", "film", "plot", "story"]
+    rows = []
+    for _ in range(n):
+        w = rng.choice(words)
+        rows.append({"prompt": f"it was that {w} with the cast", "completion": w})
+    return rows
+
+
+@pytest.fixture
+def two_tasks(tmp_path):
+    d = tmp_path / "mix"
+    return {
+        "sent": {
+            "train": str(write_jsonl(d / "sent_train.jsonl", gen_rows(96, 0))),
+            "validation": str(write_jsonl(d / "sent_val.jsonl", gen_rows(16, 1))),
+        },
+        "echo": {
+            "train": str(write_jsonl(d / "echo_train.jsonl", echo_rows(24, 2))),
+            "validation": str(write_jsonl(d / "echo_val.jsonl", echo_rows(12, 3))),
+        },
+    }
+
+
+def mixture_config(model, two_tasks, out, **over):
+    cfg = tiny_config(model, {"train": "x"}, out, **{
+        "task.type": "generation", "task.format": "prompt_completion",
+        "task.max_new_tokens": 3, "model.max_length": 32, "training.lr": 1e-2,
+        "training.max_steps": 60, "training.eval_every": 60, "training.batch_size": 8,
+        "training.eval_before": True, **over,
+    })  # fmt: skip
+    del cfg["data"]
+    cfg.setdefault("mixture", {}).setdefault("tasks", [
+        {"name": "sent", "data": two_tasks["sent"], "task": {"metrics": ["exact_match"]}},
+        {"name": "echo", "data": two_tasks["echo"], "task": {"metrics": ["exact_match"]},
+         "weight": 1.0},
+    ])  # fmt: skip
+    return cfg
+
+
+def test_mixture_config_errors_name_the_key():
+    gen = {"type": "generation", "format": "prompt_completion"}
+    a = {"name": "a", "data": {"train": "a.jsonl"}}
+    with pytest.raises(ConfigError, match="task names must be unique; repeated: a"):
+        load_config({"task": gen, "mixture": {"tasks": [a, a]}})
+    with pytest.raises(ConfigError, match="only generation tasks can be mixed"):
+        load_config({"mixture": {"tasks": [a]}})
+    with pytest.raises(ConfigError, match="needs a weight for every task; missing: a"):
+        load_config({"task": gen, "mixture": {"strategy": "weights", "tasks": [a]}})
+    bad = {**a, "task": {"format": "template", "template": "nope"}}
+    with pytest.raises(ConfigError, match=r"mixture.tasks\[0\] \(a\).task.template: 'nope'"):
+        load_config({"task": gen, "mixture": {"tasks": [bad]}})
+    with pytest.raises(ConfigError, match=r"mixture.tasks\[0\] \(a\).task: packing"):
+        load_config({"task": gen, "mixture": {"tasks": [{**a, "task": {"packing": "x"}}]}})
+    with pytest.raises(ConfigError, match="data.train and mixture.tasks are both set"):
+        load_config({"task": gen, "data": {"train": "t.csv"}, "mixture": {"tasks": [a]}})
+    with pytest.raises(ConfigError, match=r"mixture.tasks.0.name: use letters"):
+        load_config({"task": gen, "mixture": {"tasks": [{**a, "name": "a b"}]}})
+    cfg = load_config({"task": gen, "mixture": {"tasks": [a]}})
+    assert cfg.training.metric == "mean_loss"  # no task has a generation metric
+    cfg = load_config({"task": {**gen, "metrics": ["bleu"]}, "mixture": {"tasks": [a]}})
+    assert cfg.training.metric == "mean"
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_mixture_loss_weights_tokens_by_task(tiny_llama, two_tasks, tmp_path, packing):
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.models.loading import load_tokenizer
+    from tunelab.models.registry import resolve_model
+    from tunelab.tasks.mixture import MixtureTask
+
+    cfg = load_config(mixture_config(tiny_llama, two_tasks, tmp_path, **{"task.packing": packing}))
+    tok = load_tokenizer(resolve_model(str(tiny_llama)))
+    task, splits = MixtureTask.from_config(cfg, tok)
+    train = splits["train"]
+    assert train.parts == {"sent": (0, 96), "echo": (96, 120)}
+    feats = [train.features[i] for i in (0, 1, 2, 100, 101)]
+    sent = task.tasks["sent"]
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    with torch.no_grad():
+        plain = sent.loss(model, sent.collate(feats))
+        mixed = task.loss(model, task.collate(feats))
+        s_nll, s_n = sent.token_nll(model, sent.collate(feats[:3]))
+        e_nll, e_n = sent.token_nll(model, sent.collate(feats[3:]))
+        assert float(mixed) == pytest.approx(float(plain), abs=1e-5)
+        # a task's loss weight scales its tokens only
+        task.specs["echo"]["loss_weight"] = 0.0
+        only_sent = task.loss(model, task.collate(feats))
+        assert float(only_sent) == pytest.approx(float(s_nll) / (s_n + e_n), abs=1e-5)
+        # per-task normalisation: each task's mean token loss, weighted by its share of rows
+        task.specs["echo"]["loss_weight"] = 2.0
+        task.mixture["loss_normalization"] = "task"
+        per_task = task.loss(model, task.collate(feats))
+    want = 3 / 5 * float(s_nll) / s_n + 2.0 * 2 / 5 * float(e_nll) / e_n
+    assert float(per_task) == pytest.approx(want, abs=1e-5)
+
+
+def test_mixture_trains_scores_each_task_and_reloads(tiny_llama, two_tasks, tmp_path):
+    import tunelab
+    from tunelab.data.mixture import mixture_rates
+
+    cfg = mixture_config(tiny_llama, two_tasks, tmp_path / "runs", **{
+        "mixture.strategy": "temperature", "mixture.temperature": 2.0,
+        "training.max_steps": 120, "training.eval_every": 120,
+    })  # fmt: skip
+    res = tunelab.train(cfg)
+    m = res.metrics
+    assert {"sent/exact_match", "echo/exact_match", "sent/loss", "echo/loss"} <= set(m)
+    assert m["mean"] == pytest.approx((m["sent/exact_match"] + m["echo/exact_match"]) / 2)
+    assert m["mean_loss"] < res.before["mean_loss"]
+    assert m["sent/exact_match"] >= 75.0 and m["echo/exact_match"] >= 40.0  # a copy: harder
+    assert m["echo/loss"] < 0.2 * res.before["echo/loss"]
+    # the realised mix is logged and follows T5's temperature formula (sqrt(96) : sqrt(24))
+    logs = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").open()]
+    mix = [r["mix"] for r in logs if r["type"] == "train"][-1]
+    want = mixture_rates({"sent": 96, "echo": 24}, "temperature", temperature=2.0)
+    assert want["sent"] == pytest.approx(2 / 3)
+    assert mix["sent"] == pytest.approx(want["sent"], abs=0.06)  # 960 draws: SE ≈ 0.015
+    preds = [json.loads(x) for x in (res.run_dir / "predictions" / "validation.jsonl").open()]
+    assert {p["task"] for p in preds} == {"sent", "echo"} and len(preds) == 28
+    # the finished mixture run reloads and scores the same
+    again = tunelab.evaluate(res.run_dir)
+    assert again["echo/exact_match"] == pytest.approx(m["echo/exact_match"])
+    assert again["sent/loss"] == pytest.approx(m["sent/loss"], abs=1e-4)
+
+
+def test_uniform_sampling_lifts_the_small_task(tiny_llama, two_tasks, tmp_path):
+    import tunelab
+
+    base = {"training.max_steps": 20, "training.eval_every": 20, "training.eval_before": False}
+    prop = tunelab.train(mixture_config(tiny_llama, two_tasks, tmp_path / "p", **base))
+    uni = tunelab.train(mixture_config(tiny_llama, two_tasks, tmp_path / "u", **{
+        **base, "mixture.strategy": "uniform"}))  # fmt: skip
+    share = {
+        name: [json.loads(x) for x in (r.run_dir / "metrics.jsonl").open()
+               if '"train"' in x][-1]["mix"]["echo"]
+        for name, r in (("prop", prop), ("uni", uni))
+    }  # fmt: skip
+    assert share["prop"] < 0.35 < 0.4 < share["uni"]  # 24/120 = 0.2 against 0.5
+    assert uni.metrics["echo/loss"] < prop.metrics["echo/loss"]
+
+
+def test_probes_report_forgetting_deltas(tiny_llama, tmp_path):
+    import tunelab
+
+    data = {
+        "train": write_jsonl(tmp_path / "d" / "train.jsonl", gen_rows(64, 0)),
+        "validation": write_jsonl(tmp_path / "d" / "val.jsonl", gen_rows(16, 1)),
+    }
+    general = write_jsonl(tmp_path / "d" / "general.jsonl",
+                          [{"text": "the music and the cast of it " * 3}] * 12)  # fmt: skip
+    cfg = tiny_config(tiny_llama, data, tmp_path / "runs", **{
+        "task.type": "generation", "task.format": "prompt_completion", "model.max_length": 32,
+        "training.max_steps": 40, "training.lr": 1e-2,
+    })  # fmt: skip
+    cfg["probes"] = [
+        {"name": "general", "data": {"validation": str(general)},
+         "task": {"format": "text", "fields": {"text": "text"}}},
+    ]  # fmt: skip
+    res = tunelab.train(cfg)
+    p = json.loads((res.run_dir / "run.json").read_text())["summary"]["probes"]["general"]
+    assert p["delta"]["perplexity"] == pytest.approx(
+        p["after"]["perplexity"] - p["before"]["perplexity"]
+    )
+    assert p["after"]["perplexity"] != pytest.approx(p["before"]["perplexity"])
+    before = json.loads((res.run_dir / "eval" / "probe-general_before.json").read_text())
+    assert before["perplexity"] == pytest.approx(p["before"]["perplexity"])
+
+
+def test_l2sp_holds_pretrained_weights_and_trains_the_head(tiny_bert, keyword_data, tmp_path):
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    import tunelab
+
+    # lr·α = 1 with a constant schedule: every step pulls the body all the way back
+    cfg = tiny_config(tiny_bert, keyword_data, tmp_path / "runs", **{
+        "training.l2sp": 100.0, "training.lr": 1e-2, "training.scheduler": "constant",
+        "training.max_steps": 10, "training.eval_every": 10, "training.weight_decay": 0.0,
+    })  # fmt: skip
+    res = tunelab.train(cfg)
+    trained = AutoModelForSequenceClassification.from_pretrained(res.run_dir / "model")
+    start = AutoModel.from_pretrained(tiny_bert)
+    w0 = start.encoder.layer[0].attention.self.query.weight
+    w1 = trained.bert.encoder.layer[0].attention.self.query.weight
+    assert torch.allclose(w0, w1, atol=1e-6)
+    # without L2-SP the same run moves the body
+    cfg["training"]["l2sp"] = None
+    cfg["output"]["name"] = "free"
+    free = AutoModelForSequenceClassification.from_pretrained(tunelab.train(cfg).run_dir / "model")
+    assert not torch.allclose(w0, free.bert.encoder.layer[0].attention.self.query.weight, atol=1e-4)
