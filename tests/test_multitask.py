@@ -206,3 +206,81 @@ def test_l2sp_holds_pretrained_weights_and_trains_the_head(tiny_bert, keyword_da
     cfg["output"]["name"] = "free"
     free = AutoModelForSequenceClassification.from_pretrained(tunelab.train(cfg).run_dir / "model")
     assert not torch.allclose(w0, free.bert.encoder.layer[0].attention.self.query.weight, atol=1e-4)
+
+
+def test_competence_and_curriculum_sampler():
+    from tunelab.data.curriculum import CurriculumSampler, competence
+
+    assert competence(0, 100, "linear", 0.2, 0.5) == pytest.approx(0.2)
+    assert competence(25, 100, "linear", 0.2, 0.5) == pytest.approx(0.6)
+    assert competence(25, 100, "root", 0.2, 0.5) == pytest.approx((0.04 + 0.96 * 0.5) ** 0.5)
+    assert competence(50, 100, "root", 0.2, 0.5) == competence(90, 100, "linear", 0.2, 0.5) == 1
+    difficulty = [float(i % 100) for i in range(100)][::-1]  # example 99 is the easiest
+    s = CurriculumSampler(difficulty, 4, total_steps=20, pacing="linear", start=0.2, full_at=0.5)
+    assert [s.available(t) for t in (0, 5, 10, 15)] == [20, 60, 100, 100]
+    assert all(difficulty[i] < 20 for i in s.next_batch())  # the easiest fifth at the start
+    assert all(difficulty[i] < 28 for i in s.next_batch())
+    state = s.state_dict()
+    later = [s.next_batch() for _ in range(15)]
+    assert max(difficulty[i] for b in later[8:] for i in b) >= 50  # harder ones admitted
+    s2 = CurriculumSampler(difficulty, 4, total_steps=20, pacing="linear", start=0.2, full_at=0.5)
+    s2.load_state_dict(state)
+    assert [s2.next_batch() for _ in range(15)] == later  # exact resume
+
+
+def test_mixture_phases_switch_the_rates():
+    from tunelab.data.mixture import MixtureSampler
+
+    s = MixtureSampler({"a": 10, "b": 10}, 4, {"a": 0.5, "b": 0.5},
+                       schedule=[(3, {"a": 1.0, "b": 0.0}), (6, {"a": 0.0, "b": 1.0})])  # fmt: skip
+    tasks = [{t for t, _ in s.next_batch()} for _ in range(8)]
+    assert tasks[:3] == [{"a"}] * 3 and tasks[3:] == [{"b"}] * 5
+
+
+def test_curriculum_by_column_starts_with_the_easy_rows(tiny_bert, tmp_path):
+    import tunelab
+    from helpers import keyword_rows, write_csv
+
+    rows = keyword_rows(160, 1)
+    for i, r in enumerate(rows):
+        r["difficulty"] = i  # rows 0-31 are the easiest fifth
+    data = {"train": write_csv(tmp_path / "c" / "train.csv", rows),
+            "validation": write_csv(tmp_path / "c" / "val.csv", keyword_rows(32, 2))}  # fmt: skip
+    cfg = tiny_config(tiny_bert, data, tmp_path / "runs", **{
+        "curriculum.by": "column", "curriculum.column": "difficulty", "curriculum.pacing": "linear",
+        "curriculum.start": 0.2, "curriculum.full_at": 0.5, "training.trace_examples": True,
+        "training.max_steps": 20, "training.eval_every": 20, "training.batch_size": 8,
+    })  # fmt: skip
+    res = tunelab.train(cfg)
+    trace = [json.loads(x) for x in (res.run_dir / "trace-rank0.jsonl").open()]
+    # trace rows are data row numbers (header = row 1): difficulty i sits on row i + 2
+    assert all(r - 2 < 32 for r in trace[0]["rows"])
+    assert max(r - 2 for t in trace[12:] for r in t["rows"]) >= 100
+    bad = [dict(r, difficulty="hard" if i == 3 else i) for i, r in enumerate(rows)]
+    data["train"] = write_csv(tmp_path / "c" / "bad.csv", bad)
+    cfg = tiny_config(tiny_bert, data, tmp_path / "runs2", **{
+        "curriculum.by": "column", "curriculum.column": "difficulty"})  # fmt: skip
+    from tunelab.errors import DataError
+
+    with pytest.raises(
+        DataError, match=r"curriculum.column='difficulty' must hold a number.*'hard'"
+    ):
+        tunelab.train(cfg)
+    with pytest.raises(ConfigError, match="curriculum.by=column needs curriculum.column"):
+        load_config({"curriculum": {"by": "column"}})
+
+
+@pytest.mark.parametrize("by", ["length", "loss"])
+def test_curriculum_by_length_or_loss_trains(tiny_llama, tmp_path, by):
+    import tunelab
+
+    data = {
+        "train": write_jsonl(tmp_path / "d" / "train.jsonl", gen_rows(64, 0)),
+        "validation": write_jsonl(tmp_path / "d" / "val.jsonl", gen_rows(16, 1)),
+    }
+    cfg = tiny_config(tiny_llama, data, tmp_path / "runs", **{
+        "task.type": "generation", "task.format": "prompt_completion", "model.max_length": 32,
+        "training.max_steps": 40, "training.lr": 1e-2, "curriculum.by": by,
+    })  # fmt: skip
+    res = tunelab.train(cfg)
+    assert res.metrics["loss"] < 0.5 * res.before["loss"]

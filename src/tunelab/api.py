@@ -377,6 +377,11 @@ def train(
         task = build_task(cfg, tokenizer, train_table)
         splits = load_splits(cfg, task, train_table)
     probes = load_probes(cfg, tokenizer)
+    difficulty = None
+    if cfg.curriculum.by == "column":
+        from tunelab.data.curriculum import column_difficulty
+
+        difficulty = column_difficulty(train_table, splits["train"], cfg.curriculum.column)
     for s in splits.values():
         if s.skipped and console:
             console.print(
@@ -454,6 +459,7 @@ def train(
         run_dir,
         console,
         fingerprint,
+        difficulty,
     )
     probes_before = None
     if probes:

@@ -161,6 +161,36 @@ class TaskSpec(Section):
         return v
 
 
+class PhaseConfig(Section):
+    until: float = Field(
+        gt=0, le=1, description="This phase lasts until this share of the training steps."
+    )
+    strategy: Literal["proportional", "temperature", "uniform", "weights"] = Field(
+        "proportional", description="Sampling rates during this phase (as mixture.strategy)."
+    )
+    temperature: float = Field(2.0, gt=0, description="T of strategy=temperature.")
+    cap: int | None = Field(None, ge=1, description="K: examples counted per task at most.")
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="strategy=weights: a weight per task name."
+    )
+
+
+class CurriculumConfig(Section):
+    by: Literal["none", "length", "column", "loss"] = Field(
+        "none",
+        description="Order training examples from easy to hard by token `length`, a numeric "
+        "`column` (larger = harder), or the model's own `loss` before training; `none`: off.",
+    )
+    column: str | None = Field(None, description="by=column: the column holding difficulty.")
+    pacing: Literal["linear", "root"] = Field(
+        "root", description="How fast harder examples are admitted (competence c(t))."
+    )
+    start: float = Field(0.2, gt=0, le=1, description="Share of the easiest examples at step 0.")
+    full_at: float = Field(
+        0.5, gt=0, le=1, description="Share of training after which every example is in play."
+    )
+
+
 class MixtureConfig(Section):
     tasks: list[TaskSpec] = Field(
         default_factory=list,
@@ -178,6 +208,11 @@ class MixtureConfig(Section):
         "example",
         description="Draw the task per example (mixed batches) or per batch (each batch "
         "from one task).",
+    )
+    phases: list[PhaseConfig] = Field(
+        default_factory=list,
+        description="A schedule of mixtures: each phase has its own sampling strategy until "
+        "its `until` share of training (the last phase continues to the end).",
     )
     loss_normalization: Literal["tokens", "task"] = Field(
         "tokens",
@@ -372,6 +407,7 @@ class RunConfig(Section):
     prefix: PrefixConfig = Field(default_factory=PrefixConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     mixture: MixtureConfig = Field(default_factory=MixtureConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     probes: list[TaskSpec] = Field(
         default_factory=list,
         description="Held-out tasks scored before and after training, reported as deltas "
@@ -461,6 +497,9 @@ class RunConfig(Section):
                         f"{key}[{i}] ({spec.name}).data: give the probe's rows as "
                         "`validation` (or `train`)"
                     )
+        cur = self.curriculum
+        if cur.by == "column" and not cur.column:
+            raise ValueError("curriculum.by=column needs curriculum.column (the difficulty column)")
         m = self.mixture
         if m.tasks:
             types = {self.spec_task(t).type for t in m.tasks}
@@ -478,6 +517,22 @@ class RunConfig(Section):
                 raise ValueError(
                     f"mixture.strategy=weights needs a weight for every task; missing: "
                     f"{', '.join(missing)}"
+                )
+            names = {t.name for t in m.tasks}
+            last = 0.0
+            for i, ph in enumerate(m.phases):
+                if ph.until <= last:
+                    raise ValueError(f"mixture.phases[{i}].until must grow from phase to phase")
+                last = ph.until
+                if ph.strategy == "weights" and set(ph.weights) != names:
+                    raise ValueError(
+                        f"mixture.phases[{i}].weights: give one weight per task "
+                        f"({', '.join(sorted(names))})"
+                    )
+            if self.curriculum.by != "none":
+                raise ValueError(
+                    "curriculum applies to single-task training; for a mixture, schedule the "
+                    "tasks with mixture.phases"
                 )
             if self.data.train:
                 raise ValueError(

@@ -66,14 +66,16 @@ class MixtureSampler:
         world_size: int = 1,
         rank: int = 0,
         offsets: dict[str, int] | None = None,
+        schedule: list[tuple[int, dict[str, float]]] | None = None,
     ):
         self.tasks = list(sizes)
         #: where each task's examples start in the mixed split (iteration yields those indices)
         self.offsets = offsets or {t: 0 for t in self.tasks}
         self.sizes = dict(sizes)
         self.batch_size, self.homogeneous = batch_size, homogeneous
-        self.p = np.array([rates[t] for t in self.tasks], dtype=float)
-        self.p /= self.p.sum()
+        self.p = self._probs(rates)
+        #: phases: (first batch after the phase, rates); the last phase's rates continue
+        self.schedule = [(end, self._probs(r)) for end, r in (schedule or [])]
         self.seed, self.world_size, self.rank = seed, world_size, rank
         self.rng = np.random.default_rng([seed, 11])
         self.perms: dict[str, list[int]] = {}
@@ -81,6 +83,17 @@ class MixtureSampler:
         self.rounds: dict[str, int] = {t: 0 for t in self.tasks}
         self.drawn: Counter = Counter()
         self.batches = 0
+
+    def _probs(self, rates: dict[str, float]):
+        p = np.array([rates[t] for t in self.tasks], dtype=float)
+        return p / p.sum()
+
+    def current_rates(self):
+        """Sampling probabilities in force for the next batch."""
+        for end, p in self.schedule:
+            if self.batches < end:
+                return p
+        return self.schedule[-1][1] if self.schedule else self.p
 
     def _next_example(self, task: str) -> int:
         perm = self.perms.get(task)
@@ -97,13 +110,12 @@ class MixtureSampler:
         """This rank's share of the next global batch (every rank draws the same global
         batch, then keeps its own slice, so ranks never overlap)."""
         global_size = self.batch_size * self.world_size
+        p = self.current_rates()
         if self.homogeneous:
-            task = self.tasks[int(self.rng.choice(len(self.tasks), p=self.p))]
+            task = self.tasks[int(self.rng.choice(len(self.tasks), p=p))]
             picks = [task] * global_size
         else:
-            picks = [
-                self.tasks[int(i)] for i in self.rng.choice(len(self.tasks), global_size, p=self.p)
-            ]
+            picks = [self.tasks[int(i)] for i in self.rng.choice(len(self.tasks), global_size, p=p)]
         batch = [(t, self._next_example(t)) for t in picks]
         self.drawn.update(picks)
         self.batches += 1

@@ -239,6 +239,13 @@ class ClassificationTask(Task):
             result[i] = p
         return result  # type: ignore[return-value]
 
+    def example_losses(self, model, split: Split, batch_size: int, accelerator) -> list[float]:
+        """Cross-entropy of every example under ``model`` (a curriculum's difficulty)."""
+        import math
+
+        probs = self.predict_proba(model, split, batch_size, accelerator)
+        return [-math.log(max(p[f["labels"]], 1e-12)) for p, f in zip(probs, split.features)]
+
     def evaluate(
         self, model, split: Split, batch_size: int, accelerator
     ) -> tuple[dict, list[dict]]:

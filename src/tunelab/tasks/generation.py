@@ -312,6 +312,12 @@ class GenerationTask(Task):
                 "position_ids": torch.tensor([pos]),
                 "labels": torch.tensor([labels]),
             }
+        return self._pad(features)
+
+    def _pad(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        """One right-padded row per example."""
+        import torch
+
         width = max(len(f["input_ids"]) for f in features)
         pad = self.pad_id if self.pad_id is not None else 0
         ids = torch.full((len(features), width), pad, dtype=torch.long)
@@ -361,6 +367,29 @@ class GenerationTask(Task):
     def loss(self, model, batch: dict[str, Any]):
         nll, n = self.token_nll(model, batch)
         return nll / max(n, 1)
+
+    def example_losses(self, model, split: Split, batch_size: int, accelerator) -> list[float]:
+        """Mean token loss of every example under ``model`` (a curriculum's difficulty)."""
+        import torch
+
+        from tunelab.data.batching import eval_batches
+
+        model.eval()
+        out = [0.0] * len(split)
+        with torch.inference_mode():
+            for idx in eval_batches(split.lengths, batch_size):
+                batch = self._pad([split.features[i] for i in idx])
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                rows = torch.arange(len(idx), device=accelerator.device)
+                with accelerator.autocast():
+                    nll, target, pick = self.token_losses(model, batch)
+                row_of = pick(rows.unsqueeze(1).expand_as(batch["labels"]))
+                valid = (target != IGNORE).float()
+                sums = torch.zeros(len(idx), device=nll.device).index_add_(0, row_of, nll.float())
+                counts = torch.zeros(len(idx), device=nll.device).index_add_(0, row_of, valid)
+                for j, i in enumerate(idx):
+                    out[i] = float(sums[j] / counts[j].clamp(min=1))
+        return out
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(

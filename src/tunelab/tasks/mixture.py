@@ -145,14 +145,20 @@ class MixtureTask(Task):
                              weights if m["strategy"] == "weights" else None)  # fmt: skip
 
     def make_sampler(self, split: MixedSplit, batch_size: int, seed: int, world_size: int,
-                     rank: int):  # fmt: skip
-        from tunelab.data.mixture import MixtureSampler
+                     rank: int, total_batches: int | None = None):  # fmt: skip
+        from tunelab.data.mixture import MixtureSampler, mixture_rates
 
         sizes = {n: b - a for n, (a, b) in split.parts.items()}
         offsets = {n: a for n, (a, _) in split.parts.items()}
+        schedule = []
+        for ph in self.mixture.get("phases") or []:
+            end = round(ph["until"] * (total_batches or 0))
+            rates = mixture_rates(sizes, ph["strategy"], ph["cap"], ph["temperature"],
+                                  ph["weights"] if ph["strategy"] == "weights" else None)  # fmt: skip
+            schedule.append((end, rates))
         return MixtureSampler(sizes, batch_size, self.rates(split), seed=seed,
                               homogeneous=self.mixture["per"] == "batch", world_size=world_size,
-                              rank=rank, offsets=offsets)  # fmt: skip
+                              rank=rank, offsets=offsets, schedule=schedule)  # fmt: skip
 
     # -- batches and loss ----------------------------------------------------------------
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:

@@ -115,6 +115,7 @@ class Trainer:
         run_dir: Path,
         console=None,
         fingerprint: dict[str, str] | None = None,
+        difficulty: list[float] | None = None,
     ):
         self.cfg, self.tc = cfg, cfg.training
         self.fingerprint = fingerprint or {}
@@ -124,21 +125,12 @@ class Trainer:
         self.ckpt_root = run_dir / "checkpoints"
         self.state = LoopState()
         tc = self.tc
-        if hasattr(task, "make_sampler"):  # a task mixture draws its own batches
-            self.sampler = task.make_sampler(train_split, tc.batch_size, tc.seed,
-                                             accelerator.num_processes, accelerator.process_index)  # fmt: skip
-        else:
-            self.sampler = BatchSampler(
-                train_split.lengths,
-                tc.batch_size,
-                seed=tc.seed,
-                group_by_length=tc.group_by_length,
-                world_size=accelerator.num_processes,
-                rank=accelerator.process_index,
-            )
-        self.steps_per_epoch = max(1, math.ceil(self.sampler.batches_per_epoch() / tc.grad_accum))
+        world = accelerator.num_processes
+        n_batches = -(-len(train_split) // (tc.batch_size * world))
+        self.steps_per_epoch = max(1, math.ceil(n_batches / tc.grad_accum))
         self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * self.steps_per_epoch))
         self.eval_every = tc.eval_every or self.steps_per_epoch
+        self.difficulty = difficulty
         self.greater = (
             tc.greater_is_better
             if tc.greater_is_better is not None
@@ -160,6 +152,7 @@ class Trainer:
             self.optimizer, lr_lambda(self.total_steps, warmup, tc.scheduler)
         )
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.sampler = self._make_sampler()
         #: L2-SP anchors: the starting values of the trained pretrained weights (not the head)
         self.anchors: list[tuple[Any, Any]] = []
         if tc.l2sp:
@@ -169,6 +162,33 @@ class Trainer:
                 for n, p in accelerator.unwrap_model(self.model).named_parameters()
                 if p.requires_grad and not in_head(n, head)
             ]
+
+    def _make_sampler(self):
+        """The training batches: a task mixture's own sampler, a curriculum, or length-grouped
+        shuffled epochs."""
+        tc, acc, split = self.tc, self.acc, self.train_split
+        total_batches = self.total_steps * tc.grad_accum
+        args = (tc.batch_size, tc.seed, acc.num_processes, acc.process_index)
+        if hasattr(self.task, "make_sampler"):
+            return self.task.make_sampler(split, *args, total_batches=total_batches)
+        cur = self.cfg.curriculum
+        if cur.by != "none":
+            from tunelab.data.curriculum import CurriculumSampler
+
+            difficulty = self.difficulty
+            if cur.by == "length":
+                difficulty = split.lengths
+            elif cur.by == "loss":
+                difficulty = self.task.example_losses(self.model, split, self.eval_bs, acc)
+                self.model.train()
+            if difficulty is None or len(difficulty) != len(split):
+                raise TunelabError(f"curriculum.by={cur.by}: no difficulty for every example")
+            return CurriculumSampler(difficulty, tc.batch_size, total_batches, pacing=cur.pacing,
+                                     start=cur.start, full_at=cur.full_at, seed=tc.seed,
+                                     world_size=acc.num_processes, rank=acc.process_index)  # fmt: skip
+        return BatchSampler(split.lengths, tc.batch_size, seed=tc.seed,
+                            group_by_length=tc.group_by_length, world_size=acc.num_processes,
+                            rank=acc.process_index)  # fmt: skip
 
     # -- logging -------------------------------------------------------------------------
     def log(self, row: dict[str, Any]) -> None:
