@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -284,3 +285,35 @@ def test_curriculum_by_length_or_loss_trains(tiny_llama, tmp_path, by):
     })  # fmt: skip
     res = tunelab.train(cfg)
     assert res.metrics["loss"] < 0.5 * res.before["loss"]
+
+
+def test_stages_train_in_turn_from_the_previous_weights(tiny_bert, keyword_data, tmp_path):
+    import tunelab
+    from helpers import keyword_rows, write_csv
+
+    related = write_csv(tmp_path / "rel" / "train.csv", keyword_rows(96, 7))
+    cfg = tiny_config(tiny_bert, keyword_data, tmp_path / "runs", method="lora", **{
+        "training.max_steps": 30, "training.eval_every": 30, "training.lr": 1e-2,
+        "output.name": "staged",
+    })  # fmt: skip
+    cfg["stages"] = [
+        {"name": "related", "data": {"train": str(related)}, "training": {"max_steps": 20}},
+        {"name": "target"},
+    ]
+    res = tunelab.train(cfg)
+    root = tmp_path / "runs" / "staged"
+    pipe = json.loads((root / "pipeline.json").read_text())
+    assert [s["stage"] for s in pipe["stages"]] == ["related", "target"]
+    first, second = (Path(s["run_dir"]) for s in pipe["stages"])
+    assert first == root / "1-related" and res.run_dir == second == root / "2-target"
+    # stage 2 starts from stage 1's merged model, and trains the head again
+    assert pipe["stages"][1]["start_from"] == str(first / "merged")
+    info = json.loads((second / "run.json").read_text())
+    assert info["model"]["path"] == str(first / "merged")
+    assert json.loads((first / "run.json").read_text())["summary"]["steps"] == 20
+    before2 = info["summary"]["before"]["accuracy"]
+    assert before2 == pytest.approx(pipe["stages"][0]["validation"]["accuracy"])
+    again = tunelab.evaluate(second)
+    assert again["accuracy"] == pytest.approx(res.metrics["accuracy"])
+    with pytest.raises(Exception, match="already holds a staged run"):
+        tunelab.train(cfg)

@@ -356,6 +356,8 @@ def train(
     from tunelab.training.loop import Trainer
 
     cfg = load_config(config, overrides)
+    if cfg.stages:
+        return train_stages(cfg)
     if not cfg.data.train and not cfg.mixture.tasks:
         raise ConfigError(
             "data.train: no training data given (a file path or hub:ID), and no mixture.tasks"
@@ -522,6 +524,52 @@ def train(
     return RunResult(
         run_dir, results["validation"], summary.get("before"), summary, results.get("test"), params
     )
+
+
+def train_stages(cfg: RunConfig) -> RunResult:
+    """Intermediate fine-tuning: train ``cfg.stages`` in order, each from the previous stage's
+    weights (merged into the base where the method is an adapter). Every stage is a complete
+    run directory ``OUTPUT/NAME/<i>-<stage>``; ``pipeline.json`` lists their results."""
+    root = Path(cfg.output.dir) / (cfg.output.name or f"stages-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (root / "pipeline.json").exists() and not (cfg.output.overwrite or cfg.resume):
+        raise RunDirError(
+            f"{root} already holds a staged run; set output.overwrite=true to replace it or "
+            "resume=true to continue it"
+        )
+    start_from: str | None = None
+    stages: list[dict[str, Any]] = []
+    result: RunResult | None = None
+    for i, stage in enumerate(cfg.stages, 1):
+        sub = cfg.stage_config(stage)
+        sub.output.dir, sub.output.name = str(root), f"{i}-{stage.name}"
+        if start_from is not None:
+            sub.model.name = start_from
+        done = root / sub.output.name / "run.json"
+        if cfg.resume and done.is_file() and json.loads(done.read_text())["status"] == "completed":
+            info = json.loads(done.read_text())
+            run_dir = done.parent
+            metrics = info["final"]["validation"]
+        else:
+            if cfg.resume:
+                sub.resume = "auto"
+            result = train(sub)
+            run_dir, metrics = result.run_dir, scalar_metrics(result.metrics)
+        stages.append({"stage": stage.name, "run_dir": str(run_dir), "start_from": start_from,
+                       "method": sub.method, "validation": metrics})  # fmt: skip
+        if i < len(cfg.stages):
+            try:
+                start_from = str(merge(run_dir, overwrite=True))
+            except ConfigError as e:
+                raise ConfigError(
+                    f"stages: stage {stage.name!r} cannot hand its weights on ({e}); use a "
+                    "method that merges (full, lora, dora, ia3, bitfit, freeze) for all but "
+                    "the last stage"
+                ) from None
+        atomic_write_json(root / "pipeline.json", {"stages": stages})
+    if result is None:  # every stage was already complete
+        last = Path(stages[-1]["run_dir"])
+        result = RunResult(last, stages[-1]["validation"], None, {}, None, {})
+    return result
 
 
 SHOWN = ("accuracy", "f1_macro", "precision_macro", "recall_macro")

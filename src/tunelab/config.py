@@ -191,6 +191,23 @@ class CurriculumConfig(Section):
     )
 
 
+class StageSpec(Section):
+    """One stage of intermediate fine-tuning: the run's config with these overrides."""
+
+    name: str = Field(description="Stage name (letters, digits, `-`, `_`).")
+    data: dict[str, Any] = Field(default_factory=dict, description="Overrides of `data`.")
+    task: dict[str, Any] = Field(default_factory=dict, description="Overrides of `task`.")
+    training: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of `training` (e.g. epochs, lr)."
+    )
+    mixture: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of `mixture` (a multi-task stage)."
+    )
+    method: str | None = Field(None, description="This stage's method; unset: the run's.")
+
+    _plain = field_validator("name")(TaskSpec._plain.__func__)
+
+
 class MixtureConfig(Section):
     tasks: list[TaskSpec] = Field(
         default_factory=list,
@@ -407,6 +424,11 @@ class RunConfig(Section):
     prefix: PrefixConfig = Field(default_factory=PrefixConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     mixture: MixtureConfig = Field(default_factory=MixtureConfig)
+    stages: list[StageSpec] = Field(
+        default_factory=list,
+        description="Intermediate fine-tuning: stages trained one after another, each from the "
+        "previous stage's (merged) weights, each kept as its own run directory.",
+    )
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     probes: list[TaskSpec] = Field(
         default_factory=list,
@@ -468,6 +490,22 @@ class RunConfig(Section):
         d["training"]["metric"] = None
         return RunConfig.model_validate(d)
 
+    def stage_config(self, stage: StageSpec) -> RunConfig:
+        """The single-run config of one stage."""
+        d = self.to_dict()
+        d["stages"] = []
+        for key in ("data", "task", "training", "mixture"):
+            d[key] = _deep_merge(d[key], getattr(stage, key))
+        if stage.mixture.get("tasks"):
+            d["data"] = DataConfig().model_dump(mode="json")
+        elif stage.data:
+            d["mixture"]["tasks"] = []
+        if stage.method:
+            d["method"] = stage.method
+        if "metric" not in stage.training:
+            d["training"]["metric"] = None
+        return RunConfig.model_validate(d)
+
     def _check_specs(self) -> None:
         for key, specs in (("mixture.tasks", self.mixture.tasks), ("probes", self.probes)):
             names = [t.name for t in specs]
@@ -497,6 +535,17 @@ class RunConfig(Section):
                         f"{key}[{i}] ({spec.name}).data: give the probe's rows as "
                         "`validation` (or `train`)"
                     )
+        names = [st.name for st in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError("stages: stage names must be unique")
+        for i, st in enumerate(self.stages):
+            try:
+                self.stage_config(st)
+            except ValidationError as e:
+                raise ValueError(
+                    f"stages[{i}] ({st.name}): "
+                    + _format_validation_error(e).removeprefix("invalid config: ")
+                ) from None
         cur = self.curriculum
         if cur.by == "column" and not cur.column:
             raise ValueError("curriculum.by=column needs curriculum.column (the difficulty column)")

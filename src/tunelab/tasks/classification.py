@@ -119,7 +119,9 @@ class ClassificationTask(Task):
         names = {n.split(".")[-1] for n, _ in model.named_modules()}
         heads = [h for h in HEAD_NAMES if h in names]
         if self.new_modules is not None:
-            heads = [h for h in heads if h in self.new_modules]
+            new = [h for h in heads if h in self.new_modules]
+            if set(new) - {"pooler"}:  # else: a fine-tuned classifier, whose head trains again
+                heads = new
         return heads
 
     # -- data ----------------------------------------------------------------------------
