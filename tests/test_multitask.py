@@ -61,8 +61,8 @@ def test_mixture_config_errors_name_the_key():
     a = {"name": "a", "data": {"train": "a.jsonl"}}
     with pytest.raises(ConfigError, match="task names must be unique; repeated: a"):
         load_config({"task": gen, "mixture": {"tasks": [a, a]}})
-    with pytest.raises(ConfigError, match="only generation tasks can be mixed"):
-        load_config({"mixture": {"tasks": [a]}})
+    with pytest.raises(ConfigError, match="classification and generation tasks cannot share"):
+        load_config({"mixture": {"tasks": [a, {**a, "name": "b", "task": gen}]}})
     with pytest.raises(ConfigError, match="needs a weight for every task; missing: a"):
         load_config({"task": gen, "mixture": {"strategy": "weights", "tasks": [a]}})
     bad = {**a, "task": {"format": "template", "template": "nope"}}
@@ -317,3 +317,41 @@ def test_stages_train_in_turn_from_the_previous_weights(tiny_bert, keyword_data,
     assert again["accuracy"] == pytest.approx(res.metrics["accuracy"])
     with pytest.raises(Exception, match="already holds a staged run"):
         tunelab.train(cfg)
+
+
+def test_classification_tasks_get_one_head_each(tiny_bert, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    import tunelab
+    from helpers import keyword_rows, write_csv
+
+    three = ("negative", "neutral", "positive")
+    files = {
+        "two": {"train": write_csv(tmp_path / "c" / "two.csv", keyword_rows(160, 1)),
+                "validation": write_csv(tmp_path / "c" / "two_val.csv", keyword_rows(30, 2))},
+        "three": {"train": write_csv(tmp_path / "c" / "three.csv", keyword_rows(96, 3, three)),
+                  "validation": write_csv(tmp_path / "c" / "three_val.csv",
+                                          keyword_rows(30, 4, three))},
+    }  # fmt: skip
+    cfg = tiny_config(tiny_bert, {"train": "x"}, tmp_path / "runs", **{
+        "training.max_steps": 300, "training.eval_every": 300, "training.lr": 5e-3,
+        "mixture.strategy": "uniform",
+    })  # fmt: skip
+    del cfg["data"]
+    cfg["mixture"]["tasks"] = [
+        {"name": n, "data": {k: str(v) for k, v in f.items()}} for n, f in files.items()
+    ]
+    res = tunelab.train(cfg)
+    m = res.metrics
+    assert m["mean"] == pytest.approx((m["two/accuracy"] + m["three/accuracy"]) / 2)
+    assert m["two/accuracy"] >= 0.9 and m["three/accuracy"] >= 0.9  # chance: 0.5 and 0.33
+    # a plain transformers classifier with every task's labels, one slice per task
+    plain = AutoModelForSequenceClassification.from_pretrained(res.run_dir / "model")
+    assert [plain.config.id2label[i] for i in range(5)] == [
+        "two:negative", "two:positive", "three:negative", "three:neutral", "three:positive"
+    ]  # fmt: skip
+    preds = [json.loads(x) for x in (res.run_dir / "predictions" / "validation.jsonl").open()]
+    three_rows = [p for p in preds if p["task"] == "three"]
+    assert len(three_rows) == 30 and set(three_rows[0]["probabilities"]) == set(three)
+    again = tunelab.evaluate(res.run_dir)
+    assert again["three/accuracy"] == pytest.approx(m["three/accuracy"])

@@ -590,7 +590,7 @@ def _print_result(console, summary: dict, results: dict) -> None:
     rows.update({f"{name} (after)": m for name, m in results.items()})
     shown = [c for c in SHOWN if any(c in m for m in rows.values())]
     shown = shown or [c for c in SHOWN_GENERATION if any(c in m for m in rows.values())]
-    if any("mean_loss" in m for m in rows.values()):  # a mixture: each task's loss and score
+    if any("/" in k for m in rows.values() for k in m):  # a mixture: each task's loss and score
         from tunelab.tasks.mixture import PRIMARY
 
         keep = {"loss", *PRIMARY.values(), "accuracy"}

@@ -552,11 +552,11 @@ class RunConfig(Section):
         m = self.mixture
         if m.tasks:
             types = {self.spec_task(t).type for t in m.tasks}
-            if types != {"generation"}:
+            if len(types) > 1:
                 raise ValueError(
-                    "mixture.tasks: only generation tasks can be mixed so far (classification "
-                    "tasks would need one head per task); use task.type=generation, e.g. "
-                    "format=template with template=sentiment"
+                    "mixture.tasks: classification and generation tasks cannot share a model; "
+                    "make them all generation tasks (e.g. format=template, template=sentiment) "
+                    "or all classification tasks (one head per task)"
                 )
             packs = {self.spec_task(t).packing for t in m.tasks}
             if len(packs) > 1:

@@ -210,9 +210,14 @@ class ClassificationTask(Task):
 
         return F.cross_entropy(self._logits(model, batch), batch["labels"])
 
-    @staticmethod
-    def _logits(model, batch):
-        return model(**_model_inputs(batch)).logits.float()
+    #: in a task mixture, this task's columns of the shared head's logits
+    logit_slice: tuple[int, int] | None = None
+
+    def _logits(self, model, batch):
+        logits = model(**_model_inputs(batch)).logits.float()
+        if self.logit_slice is not None:
+            logits = logits[:, self.logit_slice[0] : self.logit_slice[1]]
+        return logits
 
     def predict_proba(self, model, split: Split, batch_size: int, accelerator) -> list[list[float]]:
         """Class probabilities for every example of ``split``, in order, on every process."""

@@ -72,6 +72,21 @@ class MixtureTask(Task):
         self.specs = specs  # name -> {metric, loss_weight, weight}
         self.mixture = dict(mixture)
         first = tasks[self.names[0]]
+        self.classification = first.kind == "classification"
+        if self.classification:
+            # one head for all: each task owns a slice of its outputs (its own output rows;
+            # BERT's pooler is shared), so the model stays a plain transformers classifier
+            start = 0
+            for t in tasks.values():
+                t.logit_slice = (start, start + len(t.labels))
+                start += len(t.labels)
+            from tunelab.tasks.classification import ClassificationTask
+
+            self.combined = ClassificationTask(
+                [f"{n}:{label}" for n, t in tasks.items() for label in t.labels],
+                max_length=first.max_length,
+                tokenizer=first.tokenizer,
+            )
         self.auto_class = first.auto_class
         self.pad_id = first.pad_id
         self.tokenizer = getattr(first, "tokenizer", None)
@@ -128,11 +143,15 @@ class MixtureTask(Task):
             "mixture": self.mixture,
         }
 
+    @property
+    def _model_task(self) -> Task:
+        return self.combined if self.classification else self.tasks[self.names[0]]
+
     def build_model(self, resolved, trust_remote_code: bool = False):
-        return self.tasks[self.names[0]].build_model(resolved, trust_remote_code)
+        return self._model_task.build_model(resolved, trust_remote_code)
 
     def head_modules(self, model) -> list[str]:
-        return self.tasks[self.names[0]].head_modules(model)
+        return self._model_task.head_modules(model)
 
     # -- sampling ----------------------------------------------------------------------
     def rates(self, split: MixedSplit) -> dict[str, float]:
@@ -164,6 +183,8 @@ class MixtureTask(Task):
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
+        if self.classification:  # labels are per row; task_id comes along as a tensor
+            return self.tasks[self.names[0]].collate(features)
         batch = self.tasks[self.names[0]].collate(features)
         labels = batch["labels"]
         ids = [f[TASK_KEY] for f in features]
@@ -177,9 +198,37 @@ class MixtureTask(Task):
         batch["row_tasks"] = torch.tensor(ids)
         return batch
 
+    def _classification_loss(self, model, batch: dict[str, Any]):
+        """Each row's cross-entropy over its own task's slice of the logits."""
+        import torch
+        import torch.nn.functional as F
+
+        from tunelab.tasks.classification import _model_inputs
+
+        logits = model(**_model_inputs(batch)).logits.float()
+        task_of = batch[TASK_KEY]
+        total = logits.new_zeros(())
+        n = len(task_of)
+        for name, t in self.ids.items():
+            rows = (task_of == t).nonzero().flatten()
+            w = float(self.specs[name]["loss_weight"])
+            if rows.numel() == 0 or w == 0:
+                continue
+            a, b = self.tasks[name].logit_slice
+            ce = F.cross_entropy(logits[rows, a:b], batch["labels"][rows], reduction="sum")
+            if self.mixture["loss_normalization"] == "task":
+                total = total + w * (rows.numel() / n) * ce / rows.numel()
+            else:
+                total = total + w * ce / n
+        if total.grad_fn is None:
+            total = total + logits.sum() * 0.0
+        return total if isinstance(total, torch.Tensor) else torch.as_tensor(total)
+
     def loss(self, model, batch: dict[str, Any]):
         import torch
 
+        if self.classification:
+            return self._classification_loss(model, batch)
         first = self.tasks[self.names[0]]
         nll, target, pick = first.token_losses(model, batch)
         task_of = pick(batch["label_task"])
