@@ -355,3 +355,28 @@ def test_classification_tasks_get_one_head_each(tiny_bert, tmp_path):
     assert len(three_rows) == 30 and set(three_rows[0]["probabilities"]) == set(three)
     again = tunelab.evaluate(res.run_dir)
     assert again["three/accuracy"] == pytest.approx(m["three/accuracy"])
+
+
+def test_per_task_adapters_are_served_by_name(tiny_llama, two_tasks, tmp_path):
+    import tunelab
+
+    cfg = mixture_config(tiny_llama, two_tasks, tmp_path / "runs", method="lora", **{
+        "mixture.adapters": "per_task", "training.max_steps": 40, "training.eval_every": 40,
+        "training.lr": 3e-2, "output.name": "per-task",
+    })  # fmt: skip
+    res = tunelab.train(cfg)
+    root = tmp_path / "runs" / "per-task"
+    assert res.run_dir == root and (root / "adapters" / "sent" / "model").is_dir()
+    assert set(json.loads((root / "adapters.json").read_text())["adapters"]) == {"sent", "echo"}
+    adapters = tunelab.load_adapters(root)
+    assert adapters.names == ["sent", "echo"]
+    # each adapter, picked by task name, scores as its own run did
+    for name in ("sent", "echo"):
+        got = tunelab.evaluate(adapters.use(name))
+        assert got["loss"] == pytest.approx(res.metrics[f"{name}/loss"], abs=1e-4)
+    assert tunelab.evaluate(adapters.use("sent"))["loss"] != pytest.approx(
+        res.metrics["echo/loss"], abs=1e-3
+    )
+    with pytest.raises(ConfigError, match="per_task needs an adapter method"):
+        load_config(mixture_config(tiny_llama, two_tasks, tmp_path, **{
+            "mixture.adapters": "per_task"}))  # fmt: skip

@@ -47,7 +47,16 @@ def _check_runs(runs: dict[str, Any], allowed: tuple[str, ...]):
                 f"{d} adapts {info['model']['name']}, {first_dir} adapts "
                 f"{info0['model']['name']}: adapters must share one base model"
             )
-        if info["task"] != info0["task"]:
+        if _task_kind(info["task"]) != _task_kind(info0["task"]):
+            raise ConfigError(
+                f"{d} and {first_dir} are different kinds of task "
+                f"({_task_kind(info['task'])} vs {_task_kind(info0['task'])})"
+            )
+        generative = info["task"].get("type") in ("generation", "mixture") and (
+            info["task"].get("type") != "mixture"
+            or not any(t["type"] == "classification" for t in info["task"]["tasks"].values())
+        )
+        if info["task"] != info0["task"] and not generative:  # a shared head needs one task
             raise ConfigError(
                 f"{d} and {first_dir} differ in their task (labels or columns); a shared head "
                 "needs the same labels"
@@ -55,12 +64,34 @@ def _check_runs(runs: dict[str, Any], allowed: tuple[str, ...]):
     return opened
 
 
+def _task_kind(meta: dict[str, Any]) -> tuple:
+    if meta.get("type") == "mixture":
+        kinds = {t["type"] for t in meta["tasks"].values()}
+        seq2seq = {t.get("seq2seq", False) for t in meta["tasks"].values()}
+        return (kinds.pop() if len(kinds) == 1 else "mixed", seq2seq == {True})
+    return (meta.get("type"), bool(meta.get("seq2seq", False)))
+
+
+def _expand(runs: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
+    """A per-task adapter run (its ``adapters.json``) stands for its tasks' runs."""
+    if isinstance(runs, (str, os.PathLike)):
+        index = Path(runs) / "adapters.json"
+        if not index.is_file():
+            raise RunDirError(
+                f"{runs} holds no per-task adapters (no adapters.json); pass "
+                "{name: RUN_DIR, ...} instead"
+            )
+        return json.loads(index.read_text(encoding="utf-8"))["adapters"]
+    return dict(runs)
+
+
 class AdapterSet:
     """PEFT adapters of several runs on one base model."""
 
-    def __init__(self, runs: dict[str, str | os.PathLike]):
+    def __init__(self, runs: dict[str, str | os.PathLike] | str | os.PathLike):
         from peft import PeftModel
 
+        runs = _expand(runs)
         opened = self.opened = _check_runs(runs, PEFT_METHODS)
         name0, (dir0, _cfg, _info, resolved, accelerator, task) = next(iter(opened.items()))
         self.task, self.accelerator = task, accelerator
@@ -80,8 +111,8 @@ class AdapterSet:
         if name not in self.names:
             raise ConfigError(f"no adapter {name!r}; loaded: {', '.join(self.names)}")
         self.model.set_adapter(name)
-        d, cfg, info, _resolved, _acc, _task = self.opened[name]
-        return LoadedRun(d, cfg, self.task, self.model, self.accelerator, info)
+        d, cfg, info, _resolved, _acc, task = self.opened[name]
+        return LoadedRun(d, cfg, task, self.model, self.accelerator, info)
 
     def predict(self, texts: list[str], adapter: str, **kw) -> list[dict[str, Any]]:
         from tunelab.api import predict
@@ -89,8 +120,9 @@ class AdapterSet:
         return predict(self.use(adapter), texts=texts, **kw)
 
 
-def load_adapters(runs: dict[str, str | os.PathLike]) -> AdapterSet:
-    """Load the adapters of finished runs side by side on one base model."""
+def load_adapters(runs: dict[str, str | os.PathLike] | str | os.PathLike) -> AdapterSet:
+    """Load the adapters of finished runs side by side on one base model (or the per-task
+    adapters of a ``mixture.adapters=per_task`` run, by its directory)."""
     return AdapterSet(runs)
 
 
@@ -112,7 +144,7 @@ def combine_adapters(
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
-    opened = _check_runs(runs, COMBINABLE)
+    opened = _check_runs(_expand(runs), COMBINABLE)
     names = list(opened)
     weights = dict(weights or {n: 1.0 / len(names) for n in names})
     if set(weights) != set(names):

@@ -358,6 +358,8 @@ def train(
     cfg = load_config(config, overrides)
     if cfg.stages:
         return train_stages(cfg)
+    if cfg.mixture.tasks and cfg.mixture.adapters == "per_task":
+        return train_per_task_adapters(cfg)
     if not cfg.data.train and not cfg.mixture.tasks:
         raise ConfigError(
             "data.train: no training data given (a file path or hub:ID), and no mixture.tasks"
@@ -570,6 +572,29 @@ def train_stages(cfg: RunConfig) -> RunResult:
         last = Path(stages[-1]["run_dir"])
         result = RunResult(last, stages[-1]["validation"], None, {}, None, {})
     return result
+
+
+def train_per_task_adapters(cfg: RunConfig) -> RunResult:
+    """One adapter per mixture task on the shared frozen base, trained in turn: runs
+    ``OUTPUT/NAME/adapters/<task>`` and an ``adapters.json`` that ``load_adapters`` reads."""
+    root = Path(cfg.output.dir) / (cfg.output.name or f"adapters-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (root / "adapters.json").exists() and not cfg.output.overwrite:
+        raise RunDirError(
+            f"{root} already holds per-task adapters; set output.overwrite=true to replace them"
+        )
+    runs: dict[str, str] = {}
+    results: dict[str, Any] = {}
+    last: RunResult | None = None
+    for spec in cfg.mixture.tasks:
+        sub = cfg.spec_config(spec)
+        sub.output.dir, sub.output.name = str(root / "adapters"), spec.name
+        last = train(sub)
+        runs[spec.name] = str(last.run_dir)
+        results[spec.name] = scalar_metrics(last.metrics)
+    atomic_write_json(root / "adapters.json", {"adapters": runs, "validation": results})
+    assert last is not None
+    return RunResult(root, {f"{n}/{k}": v for n, m in results.items() for k, v in m.items()},
+                     None, {"adapters": runs}, None, last.params)  # fmt: skip
 
 
 SHOWN = ("accuracy", "f1_macro", "precision_macro", "recall_macro")

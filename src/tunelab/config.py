@@ -226,6 +226,12 @@ class MixtureConfig(Section):
         description="Draw the task per example (mixed batches) or per batch (each batch "
         "from one task).",
     )
+    adapters: Literal["shared", "per_task"] = Field(
+        "shared",
+        description="`shared`: one model (or adapter) learns every task; `per_task`: one "
+        "adapter per task on the shared frozen base, trained in turn, served by task name "
+        "(`tunelab.load_adapters(RUN_DIR)`) and combinable (`tunelab combine`).",
+    )
     phases: list[PhaseConfig] = Field(
         default_factory=list,
         description="A schedule of mixtures: each phase has its own sampling strategy until "
@@ -578,6 +584,11 @@ class RunConfig(Section):
                         f"mixture.phases[{i}].weights: give one weight per task "
                         f"({', '.join(sorted(names))})"
                     )
+            if m.adapters == "per_task" and self.method not in ("lora", "dora", "ia3"):
+                raise ValueError(
+                    f"mixture.adapters=per_task needs an adapter method that loads side by "
+                    f"side (lora, dora, ia3), not method={self.method}"
+                )
             if self.curriculum.by != "none":
                 raise ValueError(
                     "curriculum applies to single-task training; for a mixture, schedule the "
