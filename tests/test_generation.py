@@ -280,3 +280,56 @@ def test_activation_checkpointing_gives_the_same_training(
         losses[ckpt] = tunelab.train(cfg).metrics["loss"]
     assert enabled == ["LlamaForCausalLM"]  # switched on for the second run only
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+
+
+def test_template_labels_from_text_cells_map_to_names(tiny_llama, tmp_path):
+    from helpers import write_csv
+
+    cfg = load_config({
+        "model": {"name": str(tiny_llama), "max_length": 256},
+        "data": {"labels": ["negative", "positive"]},
+        "task": {"type": "generation", "format": "template", "template": "sentiment"},
+    })  # fmt: skip
+    task = GenerationTask.from_config(cfg, None, load_tokenizer(resolve_model(str(tiny_llama))))
+    path = write_csv(tmp_path / "s.tsv", [{"text": "a good film", "label": "1"},
+                                          {"text": "a bad film", "label": 0}], "\t")  # fmt: skip
+    split = task.table_to_split(read_table(str(path)), "x")
+    assert [r["reference"] for r in split.records] == ["positive", "negative"]
+    bad = write_csv(tmp_path / "b.tsv", [{"text": "a film", "label": "7"}], "\t")
+    with pytest.raises(Exception, match="label 7 is not an index"):
+        task.table_to_split(read_table(str(bad)), "y")
+
+
+def test_choice_scoring_matches_a_direct_computation(tiny_llama, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.evaluation.choice import choice_loglikelihoods, choice_metrics
+
+    task, _ = make_task(tiny_llama, metrics=["choice"], choices=["good fun", "bad dull"])
+    rows = gen_rows(6, 5)
+    split = split_of(task, rows, tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    f = split.features[0]
+    prompt = f["input_ids"][: f["prompt_len"]]
+    tok = task.tokenizer
+    opts = [tok("good fun", add_special_tokens=False)["input_ids"],
+            tok("bad dull", add_special_tokens=False)["input_ids"]]  # fmt: skip
+    got = choice_loglikelihoods(model, [prompt], [opts], tok.pad_token_id, 4, "cpu")[0]
+    with torch.no_grad():
+        for o, score in zip(opts, got):
+            logp = model(torch.tensor([prompt + o])).logits.log_softmax(-1)[0]
+            want = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(o))
+            assert score == pytest.approx(want, abs=1e-4)
+    # acc vs acc_norm: a longer choice can win once divided by its byte length
+    m = choice_metrics([[-3.0, -4.0]], [["ab", "abcdefgh"]], [1])
+    assert m == {"acc": 0.0, "acc_norm": 100.0}
+    # through evaluation: rows carry the chosen option; gold comes from the reference
+    from accelerate import Accelerator
+
+    metrics, out = task.evaluate(model, split, 4, Accelerator(cpu=True))
+    assert {"acc", "acc_norm"} <= set(metrics)
+    assert all(r["choice"] in ("good fun", "bad dull") for r in out)
+    hits = sum(r["choice"] == r["reference"] for r in out)
+    assert metrics["acc"] == pytest.approx(100 * hits / len(out))
+    with pytest.raises(ConfigError, match="task.metrics has choice: give the options"):
+        load_config({"task": {"type": "generation", "metrics": ["choice"]}})

@@ -600,7 +600,7 @@ def train_per_task_adapters(cfg: RunConfig) -> RunResult:
 SHOWN = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
 SHOWN_GENERATION = (
     "loss", "perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf",
-    "squad_em", "squad_f1", "exact_match",
+    "squad_em", "squad_f1", "exact_match", "acc", "acc_norm",
 )  # fmt: skip
 
 
@@ -615,13 +615,9 @@ def _print_result(console, summary: dict, results: dict) -> None:
     rows.update({f"{name} (after)": m for name, m in results.items()})
     shown = [c for c in SHOWN if any(c in m for m in rows.values())]
     shown = shown or [c for c in SHOWN_GENERATION if any(c in m for m in rows.values())]
-    if any("/" in k for m in rows.values() for k in m):  # a mixture: each task's loss and score
-        from tunelab.tasks.mixture import PRIMARY
-
-        keep = {"loss", *PRIMARY.values(), "accuracy"}
-        keys = list(dict.fromkeys(k for m in rows.values() for k in m))
-        shown = [k for k in keys if "/" in k and k.rsplit("/", 1)[1] in keep]
-        shown += [k for k in ("mean", "mean_loss") if k in keys]
+    if any("/" in k for m in rows.values() for k in m):  # a mixture: one row per task score
+        _print_mixture(console, rows)
+        shown = [c for c in ("mean", "mean_loss") if any(c in m for m in rows.values())]
     for c in shown:
         t.add_column(c, justify="right")
     for label, m in rows.items():
@@ -634,7 +630,7 @@ def _print_result(console, summary: dict, results: dict) -> None:
         for name, p in summary["probes"].items():
             for k, d in p["delta"].items():
                 if k in ("loss", "perplexity", "word_perplexity", "accuracy", "exact_match",
-                         "squad_f1", "rougeL", "bleu", "chrf"):  # fmt: skip
+                         "squad_f1", "rougeL", "bleu", "chrf", "acc", "acc_norm"):  # fmt: skip
                     pt.add_row(name, k, f"{p['before'][k]:.4f}", f"{p['after'][k]:.4f}",
                                f"{d:+.4f}")  # fmt: skip
         console.print(pt)
@@ -642,6 +638,25 @@ def _print_result(console, summary: dict, results: dict) -> None:
         f"{summary['steps']} steps · {summary['examples_per_s']:.1f} train examples/s · "
         f"peak RSS {summary['peak_rss_mb']:.0f} MB · skipped steps {summary['skipped_steps']}"
     )
+
+
+def _print_mixture(console, rows: dict[str, dict]) -> None:
+    from rich.table import Table as RTable
+
+    from tunelab.tasks.mixture import PRIMARY
+
+    keep = {"loss", "accuracy", *PRIMARY.values()}
+    keys = list(dict.fromkeys(k for m in rows.values() for k in m if "/" in k))
+    t = RTable(title="tasks")
+    t.add_column("task")
+    t.add_column("metric")
+    for label in rows:
+        t.add_column(label, justify="right")
+    for k in keys:
+        task, metric = k.rsplit("/", 1)
+        if metric in keep:
+            t.add_row(task, metric, *[f"{m[k]:.4f}" if k in m else "—" for m in rows.values()])
+    console.print(t)
 
 
 # -- using a finished run ---------------------------------------------------------------------

@@ -117,9 +117,16 @@ class TaskConfig(Section):
         description="Causal LMs: pack a batch into one row with per-example positions, so no "
         "token attends across examples and no compute goes to padding.",
     )
-    metrics: list[Literal["rouge", "bleu", "chrf", "squad", "exact_match"]] = Field(
+    metrics: list[Literal["rouge", "bleu", "chrf", "squad", "exact_match", "choice"]] = Field(
         default_factory=list,
-        description="Generation-based scores at each evaluation (perplexity is always reported).",
+        description="Scores at each evaluation (perplexity is always reported): generation-based "
+        "rouge, bleu, chrf, squad, exact_match; `choice`: log-likelihood multiple choice "
+        "among `choices` (acc, acc_norm as lm-evaluation-harness).",
+    )
+    choices: list[str] | None = Field(
+        None,
+        description="metrics=[choice]: the answer options (e.g. [no, yes]); per-row options "
+        "come from `fields.choices` instead.",
     )
     max_new_tokens: int = Field(64, ge=1, le=8192, description="Generation: new tokens at most.")
     num_beams: int = Field(1, ge=1, le=64, description="Generation: beams (1 = greedy).")
@@ -465,6 +472,20 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _task_defaults(self) -> RunConfig:
+        for key, tc in [("task", self.task)] + [
+            (f"{kind}[{i}] ({t.name}).task", self._spec_task_or_none(t))
+            for kind, specs in (("mixture.tasks", self.mixture.tasks), ("probes", self.probes))
+            for i, t in enumerate(specs)
+        ]:
+            if (
+                tc is not None
+                and "choice" in tc.metrics
+                and not (tc.choices or "choices" in tc.fields)
+            ):
+                raise ValueError(
+                    f"{key}.metrics has choice: give the options as {key}.choices "
+                    "(e.g. [no, yes]) or per row through fields.choices"
+                )
         self._check_specs()
         if self.training.metric is None and self.mixture.tasks:
             from tunelab.tasks.mixture import primary_metric
@@ -473,7 +494,11 @@ class RunConfig(Section):
             self.training.metric = "mean" if any(scored) else "mean_loss"
         if self.training.metric is None:
             self.training.metric = "accuracy" if self.task.type == "classification" else "loss"
-        if self.task.type == "generation" and self.task.format == "template":
+        if (
+            self.task.type == "generation"
+            and self.task.format == "template"
+            and not self.mixture.tasks  # each mixture task names its own template
+        ):
             from tunelab.data.templates import TEMPLATES
 
             if self.task.template not in TEMPLATES:
@@ -482,6 +507,12 @@ class RunConfig(Section):
                     f"allowed: {', '.join(TEMPLATES)}"
                 )
         return self
+
+    def _spec_task_or_none(self, spec: TaskSpec) -> TaskConfig | None:
+        try:
+            return self.spec_task(spec)
+        except ValidationError:
+            return None  # reported by _check_specs with its key
 
     def spec_task(self, spec: TaskSpec) -> TaskConfig:
         """The top-level task section with ``spec``'s overrides applied."""

@@ -75,7 +75,7 @@ class GenerationTask(Task):
     SETTINGS = (
         "format", "template", "fields", "chat_template", "system_prompt", "loss_on",
         "too_long", "packing", "metrics", "max_new_tokens", "num_beams", "do_sample",
-        "temperature", "top_p", "eval_max_examples",
+        "temperature", "top_p", "eval_max_examples", "choices",
     )  # fmt: skip
 
     @classmethod
@@ -157,6 +157,13 @@ class GenerationTask(Task):
             return Example([dict(m) for m in msgs[:-1]], out, out)
         if f == "template":
             prompt, ref = render(self.s["template"], row, fields, self.seed, rid)
+            if (
+                self.labels
+                and isinstance(ref, str)
+                and ref.strip().isdigit()
+                and ref not in self.labels
+            ):  # CSV/TSV cells are text: "1" is label index 1
+                ref = int(ref.strip())
             if self.labels and isinstance(ref, (int, float)) and not isinstance(ref, bool):
                 if not 0 <= int(ref) < len(self.labels):
                     raise KeyError(f"label {ref} is not an index into {self.labels}")
@@ -237,13 +244,21 @@ class GenerationTask(Task):
                 continue
             p, r = fitted
             features.append(self._feature(p, r))
-            records.append({
+            rec = {
                 "row": rid,
                 "prompt": ex.prompt,
                 "reference": ex.reference,
                 "response_words": len(ex.response.split()),
                 "response_bytes": len(ex.response.encode("utf-8")),
-            })  # fmt: skip
+            }
+            if "choices" in self.s["fields"]:
+                opts = get_path(row, self.s["fields"]["choices"])
+                if not isinstance(opts, list) or len(opts) < 2:
+                    problems.add(rid, "choices is not a list of at least two options")
+                    features.pop()
+                    continue
+                rec["choices"] = [str(o) for o in opts]
+            records.append(rec)
         skipped = problems.finish(table.skipped)
         skipped = [*skipped, *too_long]
         if not features:
@@ -426,7 +441,10 @@ class GenerationTask(Task):
         metrics: dict[str, Any] = perplexities(nll_sum, tokens, int(words), int(nbytes))
         metrics["n"] = len(idx_all)
         rows: list[dict[str, Any]] = []
-        if self.s["metrics"] and self.s["format"] != "text":
+        if "choice" in self.s["metrics"] and self.s["format"] != "text":
+            metrics.update(self._choice_eval(model, split, idx_all, batch_size, accelerator))
+        gen_metrics = [m for m in self.s["metrics"] if m != "choice"]
+        if gen_metrics and self.s["format"] != "text":
             preds = self.generate_for(
                 model,
                 [
@@ -437,13 +455,53 @@ class GenerationTask(Task):
                 accelerator,
             )
             refs = [r["reference"] for r in recs]
-            metrics.update(score(self.s["metrics"], preds, refs))
+            metrics.update(score(gen_metrics, preds, refs))
             rows = [
                 {"row": r["row"], "prompt": r["prompt"], "reference": r["reference"],
                  "prediction": p}
                 for r, p in zip(recs, preds)
             ]  # fmt: skip
+        chosen = metrics.pop("choice_predictions", None)
+        if chosen is not None:
+            if not rows:
+                rows = [{"row": r["row"], "prompt": r["prompt"], "reference": r["reference"],
+                         "prediction": c} for r, c in zip(recs, chosen)]  # fmt: skip
+            for row, c in zip(rows, chosen):
+                row["choice"] = c
         return metrics, rows
+
+    def _choice_eval(self, model, split: Split, idx_all: list[int], batch_size: int,
+                     accelerator) -> dict[str, Any]:  # fmt: skip
+        """Log-likelihood multiple choice: acc, acc_norm and each row's choice."""
+        from tunelab.evaluation.choice import choice_loglikelihoods, choice_metrics, gold_index
+
+        recs = [split.records[i] for i in idx_all]
+        options = [r.get("choices") or list(self.s["choices"]) for r in recs]
+        gold = []
+        for r, opts in zip(recs, options):
+            ref = r["reference"]
+            if isinstance(ref, int) and not isinstance(ref, bool) and "choices" in r:
+                gold.append(ref)
+            else:
+                gold.append(gold_index(ref, opts))
+        eos = self.tokenizer.eos_token_id
+
+        def ids(text: str) -> list[int]:
+            out = self.response_ids(text)
+            return out[:-1] if out and out[-1] == eos and len(out) > 1 else out
+
+        prompts = [split.features[i]["input_ids"][: split.features[i]["prompt_len"]]
+                   for i in idx_all]  # fmt: skip
+        scores = choice_loglikelihoods(
+            model, prompts, [[ids(o) for o in opts] for opts in options],
+            self.pad_id if self.pad_id is not None else 0, batch_size, accelerator.device,
+            self.seq2seq, accelerator.autocast,
+        )  # fmt: skip
+        model.train(False)
+        out = choice_metrics(scores, options, gold)
+        out["choice_predictions"] = [opts[max(range(len(s)), key=s.__getitem__)]
+                                     for s, opts in zip(scores, options)]  # fmt: skip
+        return out
 
     def generation_kwargs(self, **over) -> dict[str, Any]:
         s = {**self.s, **{k: v for k, v in over.items() if v is not None}}

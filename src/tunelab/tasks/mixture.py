@@ -22,6 +22,7 @@ PRIMARY = {
     "chrf": "chrf",
     "squad": "squad_f1",
     "exact_match": "exact_match",
+    "choice": "acc",
 }
 TASK_KEY = "task_id"
 

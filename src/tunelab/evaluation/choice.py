@@ -1,0 +1,107 @@
+"""Multiple-choice scoring by log-likelihood, as lm-evaluation-harness defines it.
+
+For each example the model scores every choice as a continuation of the prompt: the summed
+log-probability of the choice's tokens. ``acc`` picks the highest sum; ``acc_norm`` divides each
+sum by the choice's length in bytes first (lm-evaluation-harness's ``acc_norm``). This is also
+how a language model classifies without a head: by constrained choice among label words.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def choice_loglikelihoods(
+    model,
+    prompts: list[list[int]],
+    choice_ids: list[list[list[int]]],
+    pad_id: int,
+    batch_size: int,
+    device,
+    seq2seq: bool = False,
+    autocast=None,
+) -> list[list[float]]:
+    """Summed log-probability of each choice's token ids after its example's prompt ids
+    (``autocast``: a callable giving a fresh mixed-precision context per batch)."""
+    import contextlib
+
+    import torch
+
+    pairs: list[tuple[int, int, list[int], list[int]]] = []
+    for i, (p, cs) in enumerate(zip(prompts, choice_ids)):
+        for j, ids in enumerate(cs):
+            if not ids:
+                raise ValueError(f"choice {j} of example {i} has no tokens")
+            pairs.append((i, j, list(p), list(ids)))
+    out = [[0.0] * len(cs) for cs in choice_ids]
+    order = sorted(range(len(pairs)), key=lambda k: -(len(pairs[k][2]) + len(pairs[k][3])))
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = [pairs[k] for k in order[start : start + batch_size]]
+            with autocast() if autocast is not None else contextlib.nullcontext():
+                scores = _score(model, chunk, pad_id, device, seq2seq)
+            for (i, j, _, _), s in zip(chunk, scores):
+                out[i][j] = s
+    return out
+
+
+def _score(model, chunk, pad: int, device, seq2seq: bool) -> list[float]:
+    import torch
+
+    if seq2seq:
+        enc_w = max(len(p) for _, _, p, _ in chunk)
+        dec_w = max(len(c) for _, _, _, c in chunk)
+        ids = torch.full((len(chunk), enc_w), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        labels = torch.full((len(chunk), dec_w), -100, dtype=torch.long)
+        for r, (_, _, p, c) in enumerate(chunk):
+            ids[r, : len(p)], mask[r, : len(p)] = torch.tensor(p), 1
+            labels[r, : len(c)] = torch.tensor(c)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                       labels=labels.to(device)).logits.float()  # fmt: skip
+        logp = logits.log_softmax(-1)
+        labels = labels.to(device)
+        tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (tok * (labels != -100)).sum(-1).tolist()
+    width = max(len(p) + len(c) for _, _, p, c in chunk)
+    ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, (_, _, p, c) in enumerate(chunk):
+        seq = p + c
+        ids[r, : len(seq)], mask[r, : len(seq)] = torch.tensor(seq), 1
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                   use_cache=False).logits.float()  # fmt: skip
+    logp = logits.log_softmax(-1)
+    out = []
+    for r, (_, _, p, c) in enumerate(chunk):
+        pos = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=logp.device)
+        target = torch.tensor(c, device=logp.device)
+        out.append(float(logp[r, pos, target].sum()))
+    return out
+
+
+def choice_metrics(
+    scores: list[list[float]], choices: list[list[str]], gold: list[int]
+) -> dict[str, Any]:
+    """``acc`` and ``acc_norm`` (x 100) from the choices' log-likelihoods."""
+    n = max(len(scores), 1)
+    acc = sum(max(range(len(s)), key=s.__getitem__) == g for s, g in zip(scores, gold))
+    acc_norm = sum(
+        max(range(len(s)), key=lambda j, s=s, cs=cs: s[j] / max(len(cs[j].encode()), 1)) == g
+        for s, cs, g in zip(scores, choices, gold)
+    )
+    return {"acc": 100.0 * acc / n, "acc_norm": 100.0 * acc_norm / n}
+
+
+def gold_index(reference: Any, choices: list[str]) -> int:
+    """Which choice the reference names (case-insensitive; True/False read as yes/no)."""
+    if isinstance(reference, bool):
+        reference = "yes" if reference else "no"
+    if isinstance(reference, list):
+        reference = reference[0] if reference else ""
+    ref = str(reference).strip().lower()
+    for j, c in enumerate(choices):
+        if c.strip().lower() == ref:
+            return j
+    raise KeyError(f"reference {reference!r} is not one of the choices {choices}")
