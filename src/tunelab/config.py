@@ -75,6 +75,13 @@ class DataConfig(Section):
     )
 
 
+def _yaml_words(v: Any) -> Any:
+    """YAML 1.1 reads unquoted yes/no/on/off as booleans: give them back as words."""
+    if isinstance(v, list):
+        return ["yes" if x is True else "no" if x is False else x for x in v]
+    return v
+
+
 class TaskConfig(Section):
     type: Literal["classification", "generation"] = Field(
         "classification",
@@ -128,6 +135,7 @@ class TaskConfig(Section):
         description="metrics=[choice]: the answer options (e.g. [no, yes]); per-row options "
         "come from `fields.choices` instead.",
     )
+    _choice_words = field_validator("choices", mode="before")(_yaml_words)
     max_new_tokens: int = Field(64, ge=1, le=8192, description="Generation: new tokens at most.")
     num_beams: int = Field(1, ge=1, le=64, description="Generation: beams (1 = greedy).")
     do_sample: bool = Field(False, description="Generation: sample instead of greedy/beam.")
