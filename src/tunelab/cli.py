@@ -45,6 +45,20 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from tunelab.api import evaluate
 
+    if args.suite:
+        from rich.console import Console
+
+        from tunelab.evaluation.suite import dumps, run_suite
+
+        res = run_suite(args.run_dir, args.suite, output=args.output, batch_size=args.batch_size,
+                        trust_remote_code=args.trust_remote_code,
+                        console=None if args.json else Console())  # fmt: skip
+        if args.json:
+            print(dumps(res))
+        else:
+            print(f"written: {res['_written']}")
+        return 0
+
     cols = {
         k: v
         for k, v in (
@@ -336,8 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("eval", help="score a finished run on a split or a labelled file")
-    s.add_argument("run_dir")
+    s = sub.add_parser(
+        "eval",
+        help="score a finished run on a split or a labelled file, or a run or model on a suite",
+    )
+    s.add_argument("run_dir", metavar="TARGET", help="a run directory (or, with --suite, a model)")
+    s.add_argument("--suite", help="a suite YAML (see suites/): benchmarks, robustness")
+    s.add_argument("--output", help="--suite with a model: where results go")
     g = s.add_mutually_exclusive_group()
     g.add_argument(
         "--split", default="validation", help="train, validation or test (default validation)"

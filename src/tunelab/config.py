@@ -141,6 +141,12 @@ class TaskConfig(Section):
     do_sample: bool = Field(False, description="Generation: sample instead of greedy/beam.")
     temperature: float = Field(1.0, gt=0, description="Generation: sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Generation: nucleus sampling mass.")
+    context_tokens: int = Field(
+        0,
+        ge=0,
+        description="format=text: each block after the first also reads this many preceding "
+        "tokens as unscored context (rolling-window perplexity, as lm-evaluation-harness).",
+    )
     eval_max_examples: int | None = Field(
         None, ge=1, description="Generation: score at most this many validation rows (seeded)."
     )

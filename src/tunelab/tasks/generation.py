@@ -75,7 +75,7 @@ class GenerationTask(Task):
     SETTINGS = (
         "format", "template", "fields", "chat_template", "system_prompt", "loss_on",
         "too_long", "packing", "metrics", "max_new_tokens", "num_beams", "do_sample",
-        "temperature", "top_p", "eval_max_examples", "choices",
+        "temperature", "top_p", "eval_max_examples", "choices", "context_tokens",
     )  # fmt: skip
 
     @classmethod
@@ -297,12 +297,23 @@ class GenerationTask(Task):
             nbytes += len(text.encode("utf-8"))
         skipped = problems.finish(table.skipped)
         L = self.max_length
-        blocks = [stream[i : i + L] for i in range(0, len(stream), L)]
-        blocks = [b for b in blocks if len(b) > 1]
-        if not blocks:
+        ctx = min(int(self.s.get("context_tokens") or 0), L - 1)
+        # rolling windows (lm-evaluation-harness): the first block is scored whole; each later
+        # one scores L - ctx new tokens and reads the ctx tokens before them as context only
+        features, scored = [], []
+        start = 0
+        while start < len(stream):
+            size = L if start == 0 else L - ctx
+            lo = max(0, start - ctx) if start else 0
+            ids = stream[lo : start + size]
+            labels = [IGNORE] * (start - lo) + stream[start : start + size]
+            if len(ids) > 1:
+                features.append({"input_ids": ids, "labels": labels, "prompt_len": 0})
+                scored.append(len(labels) - (start - lo))
+            start += size
+        if not features:
             raise DataError(f"{table.source}: no text for split {name!r}; the split is empty")
-        features = [{"input_ids": b, "labels": list(b), "prompt_len": 0} for b in blocks]
-        share = [len(b) / len(stream) for b in blocks]
+        share = [n / len(stream) for n in scored]
         records = [
             {"row": i, "prompt": "", "reference": None,
              "response_words": words * s, "response_bytes": nbytes * s}

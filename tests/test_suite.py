@@ -1,0 +1,153 @@
+"""Evaluation suites: benchmarks over files, robustness with worst case, rolling perplexity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import SHARED_DATA, gen_rows, keyword_rows, tiny_config, write_csv, write_jsonl
+from tunelab.errors import ConfigError
+
+SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SUITES, ids=lambda p: p.name)
+def test_every_shipped_suite_loads(path):
+    from tunelab.evaluation.suite import load_suite
+
+    suite, _ = load_suite(path)
+    assert suite.tasks and path.read_text().startswith("# tunelab eval")
+
+
+def test_classification_suite_with_robustness(tiny_bert, keyword_data, tmp_path, capsys):
+    import tunelab
+    from tunelab.cli import main
+
+    res = tunelab.train(tiny_config(tiny_bert, keyword_data, tmp_path / "runs"))
+    ood = write_csv(tmp_path / "s" / "ood.csv",
+                    [{"review": r["text"], "stars": r["label"]} for r in keyword_rows(40, 9)])  # fmt: skip
+    suite = {
+        "name": "mini",
+        "tasks": [
+            {"name": "dev", "data": str(keyword_data["validation"])},
+            {
+                "name": "ood",
+                "data": str(ood),
+                "columns": {"text": "review", "label": "stars"},
+                "max_examples": 30,
+            },
+        ],
+        "robustness": {"perturbations": ["typos", "casing"], "strength": 0.5, "seed": 1},
+    }
+    path = tmp_path / "s" / "mini.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    capsys.readouterr()
+    assert main(["eval", str(res.run_dir), "--suite", str(path)]) == 0
+    assert "worst case" in capsys.readouterr().out
+    out = json.loads((res.run_dir / "eval" / "suite-mini.json").read_text())
+    dev = out["tasks"]["dev"]
+    direct = tunelab.evaluate(res.run_dir, file=str(keyword_data["validation"]))
+    assert dev["clean"]["accuracy"] == pytest.approx(direct["accuracy"])
+    assert out["tasks"]["ood"]["n"] == 30
+    rob = dev["robustness"]
+    assert set(rob["perturbations"]) == {"typos", "casing"} and rob["columns"] == ["text"]
+    # worst case: an example counts only if right clean and under every perturbation
+    rows = {
+        k: {r["row"]: r["correct"] for r in map(json.loads, (res.run_dir / "predictions" /
+            f"suite-mini-dev{k}.jsonl").open())}
+        for k in ("", "-typos", "-casing")
+    }  # fmt: skip
+    want = sum(all(rows[k][r] for k in rows) for r in rows[""]) / len(rows[""])
+    assert rob["worst_case"] == pytest.approx(want)
+    assert rob["worst_case"] <= min(dev["clean"]["accuracy"], *rob["perturbations"].values())
+    # the noisy inputs really differ (typos at strength 0.5), the labels do not
+    noisy = [
+        json.loads(x) for x in (res.run_dir / "predictions" / "suite-mini-dev-typos.jsonl").open()
+    ]
+    clean = [json.loads(x) for x in (res.run_dir / "predictions" / "suite-mini-dev.jsonl").open()]
+    assert sum(a["text"] != b["text"] for a, b in zip(noisy, clean)) > len(clean) // 2
+    assert [a["label"] for a in noisy] == [b["label"] for b in clean]
+
+
+def test_language_model_suite_choice_and_rolling_perplexity(tiny_llama, tmp_path):
+    from tunelab.evaluation.suite import run_suite
+
+    qa = write_jsonl(tmp_path / "s" / "yn.jsonl",
+                     [{"prompt": r["prompt"], "completion": "yes" if "good" in r["completion"] else "no"}
+                      for r in gen_rows(12, 3)])  # fmt: skip
+    text = write_jsonl(
+        tmp_path / "s" / "text.jsonl", [{"text": "the movie was good fun " * 30}] * 3
+    )
+    suite = {
+        "name": "lm",
+        "tasks": [
+            {
+                "name": "yn",
+                "data": str(qa),
+                "task": {
+                    "format": "prompt_completion",
+                    "metrics": ["choice"],
+                    "choices": ["no", "yes"],
+                },
+            },
+            {"name": "text", "data": str(text), "task": {"format": "text", "context_tokens": 8}},
+        ],
+        "robustness": {"perturbations": ["casing"]},
+        "max_length": 32,
+    }
+    path = tmp_path / "s" / "lm.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = run_suite(str(tiny_llama), path, output=tmp_path / "out")
+    yn = out["tasks"]["yn"]
+    assert yn["metric"] == "acc" and 0 <= yn["clean"]["acc"] <= 100 and yn["n"] == 12
+    assert "casing" in yn["robustness"]["perturbations"]
+    assert "robustness" not in out["tasks"]["text"]  # raw text is not perturbed
+    assert out["tasks"]["text"]["metric"] == "perplexity"
+    assert (tmp_path / "out" / "suite-lm.json").is_file()
+    with pytest.raises(ConfigError, match="needs a finished classification run"):
+        bad = dict(
+            suite, tasks=[{"name": "c", "data": str(qa), "task": {"type": "classification"}}]
+        )
+        path.write_text(yaml.safe_dump(bad))
+        run_suite(str(tiny_llama), path, output=tmp_path / "out")
+    with pytest.raises(ConfigError, match="robustness.perturbations \\['nope'\\]"):
+        path.write_text(yaml.safe_dump(dict(suite, robustness={"perturbations": ["nope"]})))
+        run_suite(str(tiny_llama), path)
+
+
+@pytest.mark.parametrize("context", [0, 1, 5])
+def test_rolling_windows_score_every_token_once(tiny_llama, tmp_path, context):
+    from tunelab.config import load_config
+    from tunelab.data.sources import read_table
+    from tunelab.models.loading import load_tokenizer
+    from tunelab.models.registry import resolve_model
+    from tunelab.tasks.generation import IGNORE, GenerationTask
+
+    cfg = load_config({"model": {"name": str(tiny_llama), "max_length": 16},
+                       "task": {"type": "generation", "format": "text",
+                                "context_tokens": context}})  # fmt: skip
+    tok = load_tokenizer(resolve_model(str(tiny_llama)))
+    task = GenerationTask.from_config(cfg, None, tok)
+    path = write_jsonl(tmp_path / "t.jsonl", [{"text": "the movie was good fun and " * 9}])
+    split = task.table_to_split(read_table(str(path)), "t")
+    stream = tok("the movie was good fun and " * 9, add_special_tokens=False)["input_ids"]
+    stream.append(tok.eos_token_id)
+    scored = sum(sum(x != IGNORE for x in f["labels"][1:]) for f in split.features)
+    if context == 0:  # plain blocks: each block's first token goes unpredicted
+        assert scored == len(stream) - len(split.features)
+    else:
+        assert scored == len(stream) - 1
+        assert all(len(f["input_ids"]) <= 16 for f in split.features)
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
+def test_shipped_suite_paths_exist():
+    from tunelab.evaluation.suite import load_suite
+
+    for path in SUITES:
+        suite, base = load_suite(path)
+        for t in suite.tasks:
+            assert (base / t.data).resolve().exists(), f"{path.name}: {t.data}"
