@@ -151,3 +151,104 @@ def test_shipped_suite_paths_exist():
         suite, base = load_suite(path)
         for t in suite.tasks:
             assert (base / t.data).resolve().exists(), f"{path.name}: {t.data}"
+
+
+def test_bootstrap_gap_is_exact_on_constant_groups():
+    from tunelab.evaluation.fairness import bootstrap_gap
+
+    groups = {"female": [(f"t{i}", 0.8) for i in range(5)],
+              "male": [(f"t{i}", 0.6) for i in range(5)]}  # fmt: skip
+    g = bootstrap_gap(groups, "female", "male", seed=3, resamples=200)
+    assert g["gap"] == pytest.approx(0.2) and g["ci_low"] == pytest.approx(0.2)
+    assert g["ci_high"] == pytest.approx(0.2) and g["clusters"] == 5
+    groups["female"][0] = ("t0", 0.0)  # one template differs: the interval widens around it
+    g = bootstrap_gap(groups, "female", "male", seed=3, resamples=200)
+    assert g["gap"] == pytest.approx(0.04)
+    assert g["ci_low"] < g["gap"] < g["ci_high"]
+
+
+def test_fairness_suite_on_a_classifier(tiny_bert, keyword_data, tmp_path):
+    import csv
+
+    import tunelab
+    from tunelab.evaluation.suite import run_suite
+
+    res = tunelab.train(tiny_config(tiny_bert, keyword_data, tmp_path / "runs"))
+    texts = [{"text": "he was good and his film was fun"}, {"text": "the plot was dull"},
+             {"text": "she felt the music was bad"}, {"text": "John said it was great"}]  # fmt: skip
+    cf = write_csv(tmp_path / "f" / "cf.csv", texts)
+    eec = tmp_path / "f" / "eec.csv"
+    with open(eec, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["ID", "Sentence", "Template", "Person", "Gender", "Race", "Emotion",
+                    "Emotion word"])  # fmt: skip
+        i = 0
+        for tpl in ("<p> was good", "<p> felt bad", "<p> saw a dull film"):
+            for person, gender, race in (("he", "male", ""), ("she", "female", ""),
+                                         ("Adam", "male", "European"),
+                                         ("Jamel", "male", "African-American"),
+                                         ("Amanda", "female", "European"),
+                                         ("Ebony", "female", "African-American")):  # fmt: skip
+                i += 1
+                w.writerow([i, tpl.replace("<p>", person), tpl, person, gender, race, "x", "w"])
+    suite = {"name": "fair", "tasks": [
+        {"name": "cf", "kind": "counterfactual", "data": str(cf), "attributes": ["gender"]},
+        {"name": "eec", "kind": "eec", "data": str(eec), "score_label": "positive"},
+    ]}  # fmt: skip
+    path = tmp_path / "f" / "fair.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = run_suite(str(res.run_dir), path)["tasks"]
+    g = out["cf"]["attributes"]["gender"]
+    assert g["n"] == 2  # "he ... his" and "she": the others mention no gendered term
+    p = tunelab.predict(res.run_dir, texts=["he was good and his film was fun",
+                                            "she was good and her film was fun"])  # fmt: skip
+    change_0 = p[1]["probabilities"]["positive"] - p[0]["probabilities"]["positive"]
+    assert g["examples"][0]["swapped"] == "she was good and her film was fun"
+    assert 0.0 <= g["flip_rate"] <= 1.0
+    q = tunelab.predict(
+        res.run_dir, texts=["she felt the music was bad", "he felt the music was bad"]
+    )
+    change_1 = q[1]["probabilities"]["positive"] - q[0]["probabilities"]["positive"]
+    assert g["mean_score_change"] == pytest.approx((change_0 + change_1) / 2, abs=1e-4)
+    e = out["eec"]
+    with open(eec, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    preds = tunelab.predict(res.run_dir, texts=[row["Sentence"] for row in rows])
+    probs = {r["text"]: r["probabilities"]["positive"] for r in preds}
+    fem = [probs[r["Sentence"]] for r in rows if r["Gender"] == "female"]
+    mal = [probs[r["Sentence"]] for r in rows if r["Gender"] == "male"]
+    gap = e["gender_gap_female_minus_male"]
+    assert gap["gap"] == pytest.approx(sum(fem) / len(fem) - sum(mal) / len(mal), abs=1e-5)
+    assert gap["ci_low"] <= gap["gap"] <= gap["ci_high"]
+    assert e["race_gap_african_american_minus_european"]["clusters"] == 3
+
+
+def test_crows_pairs_on_a_language_model(tiny_llama, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.evaluation.suite import run_suite
+    from tunelab.models.loading import load_tokenizer
+    from tunelab.models.registry import resolve_model
+
+    pairs = [{"sent_more": "the movie was good", "sent_less": "the film was good", "bias_type": "a"},
+             {"sent_more": "it was dull", "sent_less": "it was a dull plot", "bias_type": "b"},
+             {"sent_more": "the cast was fun", "sent_less": "the music was fun", "bias_type": "a"}]  # fmt: skip
+    data = write_csv(tmp_path / "c" / "crows.csv", pairs)
+    path = tmp_path / "c" / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "cp", "tasks": [
+        {"name": "cp", "kind": "crows_pairs", "data": str(data)}]}))  # fmt: skip
+    out = run_suite(str(tiny_llama), path, output=tmp_path / "o")["tasks"]["cp"]
+    tok = load_tokenizer(resolve_model(str(tiny_llama)))
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def ll(text):
+        ids = [start, *tok(text, add_special_tokens=False)["input_ids"]]
+        with torch.no_grad():
+            logp = model(torch.tensor([ids])).logits.log_softmax(-1)[0]
+        return sum(float(logp[i - 1, t]) for i, t in enumerate(ids) if i > 0)
+
+    want = [ll(p["sent_more"]) > ll(p["sent_less"]) for p in pairs]
+    assert out["pct_stereotype"] == pytest.approx(100 * sum(want) / 3)
+    assert out["by_bias_type"]["a"]["n"] == 2

@@ -15,7 +15,7 @@ import random
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -27,6 +27,26 @@ from tunelab.utils.io import atomic_write_json, atomic_write_jsonl
 
 class SuiteTask(Section):
     name: str = Field(description="Task name in the results.")
+    kind: Literal["task", "counterfactual", "eec", "crows_pairs"] = Field(
+        "task",
+        description="`task`: score the data with its metric; fairness: `counterfactual` "
+        "(classifier; swapped group terms), `eec` (classifier; Equity Evaluation Corpus gaps), "
+        "`crows_pairs` (language model; stereotype preference).",
+    )
+    attributes: list[str] | dict[str, dict[str, str]] = Field(
+        default_factory=lambda: [
+            "gender",
+            "names:male-female",
+            "names:european_american-african_american",
+        ],
+        description="counterfactual: swaps by name (gender, names:A-B) or your own "
+        "{attribute: {word: replacement}} tables.",
+    )
+    score_label: str | None = Field(
+        None,
+        description="Fairness on classifiers: the label whose probability is compared "
+        "(default: the last label, e.g. positive).",
+    )
     data: str = Field(description="Data file (or hub:ID); relative paths: from the suite file.")
     split: str = Field("test", description="Hub split.")
     task: dict[str, Any] = Field(
@@ -263,7 +283,6 @@ def run_suite(
     results: dict[str, Any] = {"suite": suite.name, "target": target, "tasks": {}}
     t0 = time.perf_counter()
     for st in suite.tasks:
-        task = _task_for(t, st, suite)
         src = st.data if st.data.startswith("hub:") else str((base_dir / st.data).resolve())
         if not st.data.startswith("hub:") and not Path(src).exists():
             raise DataError(f"suite task {st.name!r}: data file not found: {src}")
@@ -272,6 +291,10 @@ def run_suite(
             idx = sorted(random.Random(f"{suite.seed}:{st.name}").sample(range(len(table)),
                                                                            st.max_examples))  # fmt: skip
             table = table.subset(idx, table.skipped)
+        if st.kind != "task":
+            results["tasks"][st.name] = _fairness(t, st, table, bs, suite.seed)
+            continue
+        task = _task_for(t, st, suite)
         split = task.table_to_split(table, st.name, on_error="skip")
         metrics, rows = task.evaluate(t.model, split, bs, t.accelerator)
         key = main_metric(task, metrics)
@@ -310,6 +333,36 @@ def run_suite(
     return results
 
 
+def _fairness(t: Target, st: SuiteTask, table, bs: int, seed: int) -> dict[str, Any]:
+    from tunelab.evaluation import fairness
+
+    if st.kind == "crows_pairs":
+        if t.kind == "classification":
+            raise ConfigError(f"suite task {st.name!r}: crows_pairs scores language models")
+        rep = fairness.crows_pairs_report(t.model, t.tokenizer, table.rows, bs, t.accelerator,
+                                          getattr(t.task, "seq2seq", False))  # fmt: skip
+        return {"kind": st.kind, "metric": "pct_stereotype", **rep}
+    if t.kind != "classification":
+        raise ConfigError(
+            f"suite task {st.name!r}: {st.kind} compares a classifier's predictions; the "
+            "target must be a finished classification run"
+        )
+    if st.kind == "eec":
+        rep = fairness.eec_report(t.task, t.model, table.rows, bs, t.accelerator,
+                                  st.score_label, seed)  # fmt: skip
+        return {"kind": st.kind, "metric": "gap", **rep}
+    column = st.columns.get("text", t.task.text_column)
+    if column not in table.columns:
+        raise DataError(
+            f"suite task {st.name!r}: column {column!r} not found; columns are: "
+            f"{', '.join(table.columns)}"
+        )
+    texts = [r[column] for r in table.rows if isinstance(r.get(column), str)]
+    rep = fairness.counterfactual_report(t.task, t.model, texts, st.attributes, bs,
+                                         t.accelerator, st.score_label)  # fmt: skip
+    return {"kind": st.kind, "metric": "flip_rate", **rep}
+
+
 def _save_rows(out_dir: Path, name: str, rows: list[dict[str, Any]]) -> None:
     if rows:
         atomic_write_jsonl(out_dir.parent / "predictions" / f"{name}.jsonl"
@@ -327,7 +380,10 @@ def print_suite(console, results: dict[str, Any]) -> None:
         t.add_column(c, justify="left" if c in ("task", "metric") else "right")
     if perts:
         t.add_column("worst case", justify="right")
+    fair = {n: e for n, e in results["tasks"].items() if e.get("kind", "task") != "task"}
     for name, e in results["tasks"].items():
+        if name in fair:
+            continue
         rb = e.get("robustness", {})
         cells = [f"{rb.get('perturbations', {}).get(p):.4f}"
                  if rb.get("perturbations", {}).get(p) is not None else "—" for p in perts]  # fmt: skip
@@ -336,7 +392,32 @@ def print_suite(console, results: dict[str, Any]) -> None:
             w = rb.get("worst_case")
             row.append("—" if w is None else f"{w:.4f}")
         t.add_row(*row)
-    console.print(t)
+    if len(fair) < len(results["tasks"]):
+        console.print(t)
+    if fair:
+        ft = Table(title="fairness")
+        for c in ("task", "measure", "value", "95% CI / n"):
+            ft.add_column(c, justify="left" if c in ("task", "measure") else "right")
+        for name, e in fair.items():
+            for measure, value, extra in _fair_rows(e):
+                ft.add_row(name, measure, value, extra)
+        console.print(ft)
+
+
+def _fair_rows(e: dict[str, Any]):
+    if e["kind"] == "crows_pairs":
+        yield "pct_stereotype (all)", f"{e['pct_stereotype']:.1f}", f"n={e['n']}"
+        for k, v in e["by_bias_type"].items():
+            yield f"pct_stereotype ({k})", f"{v['pct_stereotype']:.1f}", f"n={v['n']}"
+    elif e["kind"] == "eec":
+        for key in ("gender_gap_female_minus_male", "race_gap_african_american_minus_european"):
+            g = e[key]
+            yield key, f"{g['gap']:+.4f}", f"[{g['ci_low']:+.4f}, {g['ci_high']:+.4f}]"
+    else:
+        for attr, v in e["attributes"].items():
+            if v["n"]:
+                yield f"{attr}: flip rate", f"{v['flip_rate']:.4f}", f"n={v['n']}"
+                yield f"{attr}: mean Δp({e['score_label']})", f"{v['mean_score_change']:+.4f}", ""
 
 
 def dumps(results: dict[str, Any]) -> str:
