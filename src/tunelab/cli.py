@@ -42,6 +42,44 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_human_export(args) -> int:
+    from tunelab.evaluation.human import export_sheet
+
+    paths = export_sheet(args.runs, args.output, n=args.n, split=args.split, seed=args.seed,
+                         overwrite=args.overwrite)  # fmt: skip
+    print(f"rating sheet: {paths['csv']} and {paths['jsonl']}; key (keep from raters): "
+          f"{paths['key']}")  # fmt: skip
+    return 0
+
+
+def _cmd_human_import(args) -> int:
+    from tunelab.evaluation.human import import_ratings
+
+    rep = import_ratings(args.key, args.sheets)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"human ratings · {len(rep['raters'])} rater(s) · {rep['items']} items")
+    for c in ("criterion", "result", "krippendorff α", "cohen κ"):
+        t.add_column(c)
+    for name, e in rep["criteria"].items():
+        if "mean" in e:
+            res = f"{e['mean']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}] (n={e['n']})"
+        elif "win_rate" in e:
+            res = ", ".join(f"{k}: {v:.0%}" for k, v in e["win_rate"].items())
+        else:
+            res = "no ratings"
+        alpha = e.get("krippendorff_alpha")
+        kappa = e.get("cohen_kappa")
+        t.add_row(name, res, "—" if alpha is None else f"{alpha:.3f}",
+                  "—" if kappa is None else f"{kappa:.3f}")  # fmt: skip
+    Console().print(t)
+    return 0
+
+
 def _cmd_eval(args) -> int:
     from tunelab.api import evaluate
 
@@ -371,6 +409,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-remote-code", action="store_true", help="allow the base model's own code to run"
     )
     s.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("human", help="human evaluation: export rating sheets, import ratings")
+    hs = s.add_subparsers(dest="human_command", required=True)
+    h = hs.add_parser("export", help="a rating sheet (1-5 scales) or, for two runs, pairwise A/B")
+    h.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one run, or two to compare")
+    h.add_argument("--output", required=True, help="sheet path without suffix (.csv/.jsonl)")
+    h.add_argument("--n", type=int, default=50, help="items (default 50)")
+    h.add_argument("--split", default="validation", help="whose saved predictions")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--overwrite", action="store_true")
+    h.set_defaults(func=_cmd_human_export)
+    h = hs.add_parser("import", help="aggregate filled sheets: means, CIs, win rates, agreement")
+    h.add_argument("key", help="the .key.json written by export")
+    h.add_argument("sheets", nargs="+", help="filled sheets, one per rater (CSV or JSONL)")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=_cmd_human_import)
 
     s = sub.add_parser("predict", help="labels with probabilities from a finished run")
     s.add_argument("run_dir")
