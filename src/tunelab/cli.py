@@ -42,6 +42,13 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from tunelab.reporting.report import build_report
+
+    print(f"report: {build_report(args.runs, args.output, overwrite=args.overwrite)}")
+    return 0
+
+
 def _cmd_human_export(args) -> int:
     from tunelab.evaluation.human import export_sheet
 
@@ -409,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-remote-code", action="store_true", help="allow the base model's own code to run"
     )
     s.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("report", help="one self-contained HTML report of finished runs")
+    s.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    s.add_argument("--output", default="report.html")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("human", help="human evaluation: export rating sheets, import ratings")
     hs = s.add_subparsers(dest="human_command", required=True)

@@ -1,0 +1,255 @@
+"""`tunelab report RUN_DIR [RUN_DIR ...]`: one self-contained HTML file.
+
+It reads run directories only (the contract between training, evaluation and reporting):
+config summary, training and validation curves, the final metrics side by side, robustness and
+fairness charts from ``eval/suite-*.json``, and sample predictions. Plots are matplotlib PNGs
+embedded as data URIs, so the file opens anywhere without the run directories. A small script
+in the page records load errors and whether every plot decoded (``data-plots-ok``), which the
+browser test reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import RunDirError
+from tunelab.utils.io import atomic_write_text
+
+SCRIPT = """
+<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e)));
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.plots = imgs.length;
+  document.body.dataset.plotsOk = ok;
+  document.body.dataset.errors = window.__errors.length;
+  document.title = 'report ' + ok + '/' + imgs.length + ' plots, ' + window.__errors.length + ' errors';
+});
+</script>
+"""
+
+STYLE = """
+<style>
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}h2{border-bottom:1px solid #ddd;padding-bottom:4px}
+img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}.pred td{text-align:left;max-width:500px}
+</style>
+"""
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    info_path = run_dir / "run.json"
+    if not info_path.is_file():
+        raise RunDirError(f"{run_dir} is not a tunelab run directory (no run.json)")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    metrics = []
+    if (run_dir / "metrics.jsonl").is_file():
+        metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+                   if x.strip()]  # fmt: skip
+    suites = {
+        p.stem.removeprefix("suite-"): json.loads(p.read_text())
+        for p in sorted((run_dir / "eval").glob("suite-*.json"))
+    }
+    preds = []
+    pf = run_dir / "predictions" / "validation.jsonl"
+    if pf.is_file():
+        for line in pf.read_text(encoding="utf-8").splitlines()[:8]:
+            preds.append(json.loads(line))
+    cfg_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    return {"name": run_dir.name, "dir": str(run_dir), "info": info, "metrics": metrics,
+            "suites": suites, "predictions": preds, "config": cfg_text}  # fmt: skip
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _curves(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    drawn = False
+    for r in runs:
+        pts = [(m["step"], m["loss"]) for m in r["metrics"] if m.get("type") == "train"]
+        if pts:
+            ax.plot(*zip(*pts), label=r["name"])
+            drawn = True
+    if drawn:
+        ax.set(xlabel="step", ylabel="training loss", title="training loss")
+        ax.legend(fontsize=8)
+        out.append(("training loss", _png(fig)))
+    else:
+        plt.close(fig)
+    metric_names = {r["info"].get("summary", {}).get("metric") for r in runs} - {None}
+    for metric in sorted(metric_names):
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        drawn = False
+        for r in runs:
+            pts = [(m["step"], m[metric]) for m in r["metrics"]
+                   if m.get("type") == "eval" and metric in m]  # fmt: skip
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=r["name"])
+                drawn = True
+        if drawn:
+            ax.set(xlabel="step", ylabel=metric, title=f"validation {metric}")
+            ax.legend(fontsize=8)
+            out.append((f"validation {metric}", _png(fig)))
+        else:
+            plt.close(fig)
+    return out
+
+
+def _suite_charts(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    import matplotlib.pyplot as plt
+
+    out = []
+    for r in runs:
+        for sname, res in r["suites"].items():
+            for tname, e in res.get("tasks", {}).items():
+                rob = e.get("robustness")
+                if rob and rob.get("perturbations"):
+                    labels = ["clean", *rob["perturbations"], "worst case"]
+                    vals = [e["clean"].get(e["metric"]), *rob["perturbations"].values(),
+                            rob.get("worst_case")]  # fmt: skip
+                    vals = [v if v is not None else 0 for v in vals]
+                    fig, ax = plt.subplots(figsize=(7, 3))
+                    ax.bar(labels, vals, color=["#4a7"] + ["#68c"] * (len(labels) - 2) + ["#c55"])
+                    ax.set(ylabel=e["metric"], title=f"{r['name']} · {sname}/{tname}: robustness")
+                    ax.tick_params(axis="x", rotation=30)
+                    out.append((f"robustness {r['name']} {tname}", _png(fig)))
+                if e.get("kind") == "counterfactual":
+                    attrs = {k: v for k, v in e["attributes"].items() if v.get("n")}
+                    if attrs:
+                        fig, ax = plt.subplots(figsize=(7, 3))
+                        ax.bar(list(attrs), [v["flip_rate"] for v in attrs.values()])
+                        ax.set(
+                            ylabel="flip rate", title=f"{r['name']} · {tname}: counterfactual flips"
+                        )
+                        out.append((f"fairness {r['name']} {tname}", _png(fig)))
+                if e.get("kind") == "eec":
+                    keys = [
+                        "gender_gap_female_minus_male",
+                        "race_gap_african_american_minus_european",
+                    ]
+                    gaps = [e[k]["gap"] for k in keys]
+                    err = [[g - e[k]["ci_low"] for g, k in zip(gaps, keys)],
+                           [e[k]["ci_high"] - g for g, k in zip(gaps, keys)]]  # fmt: skip
+                    fig, ax = plt.subplots(figsize=(7, 3))
+                    ax.bar(["gender (F−M)", "race (AA−EA)"], gaps, yerr=err, capsize=6)
+                    ax.axhline(0, color="#333", lw=0.8)
+                    ax.set(
+                        ylabel=f"Δ P({e['score_label']})", title=f"{r['name']} · EEC gaps (95% CI)"
+                    )
+                    out.append((f"eec {r['name']}", _png(fig)))
+                if e.get("kind") == "crows_pairs":
+                    bt = e["by_bias_type"]
+                    fig, ax = plt.subplots(figsize=(7, 3))
+                    ax.barh(list(bt), [v["pct_stereotype"] for v in bt.values()])
+                    ax.axvline(50, color="#c55", lw=1)
+                    ax.set(xlabel="% stereotypical preferred", title=f"{r['name']} · CrowS-Pairs")
+                    out.append((f"crows {r['name']}", _png(fig)))
+    return out
+
+
+def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+
+
+def build_report(run_dirs: list[str | Path], output: str | Path, overwrite: bool = False) -> Path:
+    """Write the HTML report of ``run_dirs`` to ``output``; return its path."""
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise RunDirError(f"{out} exists; pass --overwrite to replace it")
+    runs = [_read_run(Path(d)) for d in run_dirs]
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>tunelab report</title>",
+             STYLE, SCRIPT, "</head><body>", "<h1>tunelab report</h1>"]  # fmt: skip
+    # summary
+    rows = []
+    for r in runs:
+        i = r["info"]
+        s = i.get("summary", {})
+        p = i.get("parameters", {})
+        rows.append([r["name"], i.get("model", {}).get("name", ""), i.get("method", ""),
+                     i.get("status", ""), p.get("trainable_pct", ""), s.get("steps", ""),
+                     s.get("examples_per_s", ""), s.get("peak_rss_mb", ""),
+                     i.get("saved_model_mb", "")])  # fmt: skip
+    parts += ["<h2>Runs</h2>", _table(["run", "model", "method", "status", "trainable %", "steps",
+                                        "examples/s", "peak RSS MB", "saved MB"], rows)]  # fmt: skip
+    # metrics side by side
+    keys: list[str] = []
+    for r in runs:
+        for k in r["info"].get("final", {}).get("validation", {}):
+            if k not in keys and k != "n":
+                keys.append(k)
+    if keys:
+        rows = []
+        for k in keys:
+            row: list[Any] = [k]
+            for r in runs:
+                before = (r["info"].get("summary", {}).get("before") or {}).get(k)
+                after = r["info"].get("final", {}).get("validation", {}).get(k)
+                row.append("—" if after is None else
+                           (f"{before:.4f} → {after:.4f}" if isinstance(before, float) else after))  # fmt: skip
+            rows.append(row)
+        parts += ["<h2>Validation metrics (before → after)</h2>",
+                  _table(["metric", *[r["name"] for r in runs]], rows)]  # fmt: skip
+    # curves and charts
+    plots = _curves(runs) + _suite_charts(runs)
+    if plots:
+        parts.append("<h2>Plots</h2>")
+        for title, uri in plots:
+            parts.append(f"<figure><img alt='{html.escape(title)}' src='{uri}'>"
+                         f"<figcaption>{html.escape(title)}</figcaption></figure>")  # fmt: skip
+    # suite tables
+    for r in runs:
+        for sname, res in r["suites"].items():
+            rows = []
+            for tname, e in res.get("tasks", {}).items():
+                if e.get("kind", "task") == "task":
+                    rob = e.get("robustness", {})
+                    rows.append([tname, e["metric"], e["clean"].get(e["metric"]),
+                                 json.dumps({k: round(v, 4) for k, v in
+                                             rob.get("perturbations", {}).items() if v is not None}),
+                                 rob.get("worst_case", "—")])  # fmt: skip
+                else:
+                    rows.append([tname, e.get("kind"), e.get("metric"), "", ""])
+            parts += [f"<h2>Suite {html.escape(sname)} · {html.escape(r['name'])}</h2>",
+                      _table(["task", "metric", "clean", "perturbed", "worst case"], rows)]  # fmt: skip
+    # predictions
+    for r in runs:
+        if r["predictions"]:
+            cols = [c for c in ("text", "prompt", "label", "reference", "prediction")
+                    if c in r["predictions"][0]]  # fmt: skip
+            rows = [[str(p.get(c, ""))[:300] for c in cols] for p in r["predictions"]]
+            parts += [f"<h2>Sample predictions · {html.escape(r['name'])}</h2>",
+                      _table(cols, rows, "pred")]  # fmt: skip
+    for r in runs:
+        parts += [f"<h2>Config · {html.escape(r['name'])}</h2>",
+                  f"<pre>{html.escape(r['config'])}</pre>"]  # fmt: skip
+    parts.append("</body></html>")
+    atomic_write_text(out, "\n".join(parts))
+    return out
