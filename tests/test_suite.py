@@ -252,3 +252,36 @@ def test_crows_pairs_on_a_language_model(tiny_llama, tmp_path):
     want = [ll(p["sent_more"]) > ll(p["sent_less"]) for p in pairs]
     assert out["pct_stereotype"] == pytest.approx(100 * sum(want) / 3)
     assert out["by_bias_type"]["a"]["n"] == 2
+
+
+def test_training_augmentation_noise_and_counterfactual_copies(tiny_bert, tmp_path):
+    import tunelab
+    from tunelab.config import load_config
+    from tunelab.data.augment import augment_table
+    from tunelab.data.sources import read_table
+    from tunelab.tasks.classification import ClassificationTask
+
+    rows = keyword_rows(40, 5)
+    for r in rows[:6]:
+        r["text"] = "he said " + r["text"]
+    path = write_csv(tmp_path / "a" / "train.csv", rows)
+    table = read_table(str(path))
+    task = ClassificationTask(["negative", "positive"])
+    aug = load_config({"augment": {"noise_share": 0.5, "perturbations": ["typos"], "strength": 0.5,
+                                   "counterfactual": ["gender"]}}).augment  # fmt: skip
+    out, stats = augment_table(table, task, aug, seed=0)
+    assert stats == {"noisy_rows": 20, "counterfactual_rows": 6}
+    assert len(out) == 46
+    changed = sum(a["text"] != b["text"] for a, b in zip(out.rows[:40], table.rows))
+    assert 15 <= changed <= 20  # a perturbed short text can come out unchanged
+    assert [r["label"] for r in out.rows[:40]] == [r["label"] for r in table.rows]
+    copies = out.rows[40:]
+    assert all(" she " in f" {c['text'].lower()} " for c in copies)
+    assert [c["label"] for c in copies] == [out.rows[i]["label"] for i in range(6)]
+    again, _ = augment_table(table, task, aug, seed=0)
+    assert again.rows == out.rows  # seeded
+    data = {"train": path, "validation": write_csv(tmp_path / "a" / "v.csv", keyword_rows(20, 6))}
+    res = tunelab.train(tiny_config(tiny_bert, data, tmp_path / "runs", **{
+        "augment.counterfactual": ["gender"], "training.max_steps": 5}))  # fmt: skip
+    info = json.loads((res.run_dir / "run.json").read_text())
+    assert info["augmented"]["counterfactual_rows"] == 6 and info["data"]["train"] == 46

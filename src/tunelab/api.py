@@ -175,7 +175,11 @@ def load_splits(cfg: RunConfig, task, train_table=None) -> dict[str, Any]:
         val = task.table_to_split(val_t, "validation", on_error=d.on_error)
     if d.max_train_rows:
         train_t = _subsample(train_t, d.max_train_rows, cfg.training.seed)
+    from tunelab.data.augment import augment_table
+
+    train_t, augmented = augment_table(train_t, task, cfg.augment, cfg.training.seed)
     splits["train"] = task.table_to_split(train_t, "train", on_error=d.on_error)
+    splits["train"].augmented = augmented
     splits["validation"] = val
     if d.test:
         splits["test"] = task.load_split(
@@ -433,6 +437,7 @@ def train(
         "method": cfg.method,
         "parameters": params,
         "data": {k: len(v) for k, v in splits.items()},
+        "augmented": getattr(splits["train"], "augmented", None),
         "skipped_rows": {k: [list(x) for x in v.skipped] for k, v in splits.items() if v.skipped},
         "processes": accelerator.num_processes,
         "precision": accelerator.mixed_precision,

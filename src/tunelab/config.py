@@ -229,6 +229,26 @@ class StageSpec(Section):
     _plain = field_validator("name")(TaskSpec._plain.__func__)
 
 
+class AugmentConfig(Section):
+    noise_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of training rows whose inputs get perturbed "
+        "(noise injection; references are never touched).",
+    )
+    perturbations: list[str] = Field(
+        default_factory=lambda: ["mild_mix"],
+        description="Perturbations drawn from per noisy row (see tunelab.evaluation.perturb).",
+    )
+    strength: float = Field(0.1, ge=0, le=1, description="Perturbation strength.")
+    counterfactual: list[str] = Field(
+        default_factory=list,
+        description="Counterfactual data augmentation: for each attribute (gender, "
+        "names:A-B), a swapped copy of every training row that mentions one of its terms.",
+    )
+
+
 class MixtureConfig(Section):
     tasks: list[TaskSpec] = Field(
         default_factory=list,
@@ -457,6 +477,7 @@ class RunConfig(Section):
         "previous stage's (merged) weights, each kept as its own run directory.",
     )
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     probes: list[TaskSpec] = Field(
         default_factory=list,
         description="Held-out tasks scored before and after training, reported as deltas "

@@ -197,20 +197,9 @@ def _task_for(target: Target, st: SuiteTask, suite: Suite):
 
 def _input_columns(task, st: SuiteTask) -> list[str]:
     """The columns a perturbation may touch: the inputs, never the references."""
-    if task.kind == "classification":
-        return [c for c in (task.text_column, task.text_pair_column) if c]
-    s = task.s
-    fields = s["fields"]
-    if s["format"] == "template":
-        from tunelab.data.templates import TEMPLATES
+    from tunelab.data.augment import input_columns
 
-        needs = TEMPLATES[s["template"]][0]
-        return [fields.get(f, f) for f in needs if f not in ("src_lang", "tgt_lang")]
-    if s["format"] == "prompt_completion":
-        return [fields.get("prompt", "prompt")]
-    if s["format"] == "instruction":
-        return [fields.get("input", "input"), fields.get("instruction", "instruction")]
-    return []  # chat and raw text are not perturbed
+    return input_columns(task)
 
 
 def _perturbed(table, columns: list[str], kind: str, strength: float, seed: int):
