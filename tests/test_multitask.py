@@ -377,6 +377,11 @@ def test_per_task_adapters_are_served_by_name(tiny_llama, two_tasks, tmp_path):
     assert tunelab.evaluate(adapters.use("sent"))["loss"] != pytest.approx(
         res.metrics["echo/loss"], abs=1e-3
     )
+    # the per-task adapters combine afterwards (TIES through PEFT) into one generating run
+    combined = tunelab.combine_adapters(root, output=tmp_path / "runs" / "ties",
+                                        combination="ties", weights={"sent": 0.5, "echo": 0.5})  # fmt: skip
+    out = tunelab.generate(combined, ["it was that film with the cast"], max_new_tokens=3)
+    assert len(out) == 1 and isinstance(out[0], str)
     with pytest.raises(ConfigError, match="per_task needs an adapter method"):
         load_config(mixture_config(tiny_llama, two_tasks, tmp_path, **{
             "mixture.adapters": "per_task"}))  # fmt: skip

@@ -132,13 +132,15 @@ def combine_adapters(
     output: str | os.PathLike = "runs/combined",
     combination: str = "cat",
     overwrite: bool = False,
+    density: float = 0.5,
 ) -> Path:
     """Write a run whose LoRA update is ``sum_i w_i * update_i`` and whose head is the
     weighted average of the runs' heads (weights normalised to sum to 1 for the head).
 
     ``combination``: ``cat`` (exact weighted sum; the rank is the sum of ranks), ``linear``
     (same-rank adapters: weighted sum of the A and B factors, approximate) or ``ties``/
-    ``dare_linear`` (PEFT's pruned merges). Returns the new run directory.
+    ``dare_linear`` (PEFT's pruned merges, keeping the ``density`` share of each update).
+    Returns the new run directory.
     """
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
@@ -188,8 +190,13 @@ def combine_adapters(
                     f"{d}: adapter weights that fit no module: {result.unexpected_keys[:3]}"
                 )
         try:
+            extra = {"density": density} if combination.startswith(("ties", "dare")) else {}
             model.add_weighted_adapter(
-                names, [weights[n] for n in names], "combined", combination_type=combination
+                names,
+                [weights[n] for n in names],
+                "combined",
+                combination_type=combination,
+                **extra,
             )
         except (ValueError, TypeError) as e:
             raise ConfigError(f"cannot combine these adapters: {e}") from None

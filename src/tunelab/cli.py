@@ -281,7 +281,8 @@ def _cmd_combine(args) -> int:
         if len(values) != len(runs):
             raise ConfigError(f"--weights has {len(values)} values for {len(runs)} runs")
         weights = dict(zip(runs, values))
-    out = combine_adapters(runs, weights, args.output, args.combination, args.overwrite)
+    out = combine_adapters(runs, weights, args.output, args.combination, args.overwrite,
+                           args.density)  # fmt: skip
     print(f"combined adapter written to {out} (use it like any run: tunelab predict {out} ...)")
     return 0
 
@@ -497,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="cat",
         help="cat (exact weighted sum of updates, default), linear, ties, dare_linear, svd",
     )
+    s.add_argument("--density", type=float, default=0.5,
+                   help="ties/dare: share of each update kept (default 0.5)")  # fmt: skip
     s.add_argument("--output", required=True, help="the new run directory")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_cmd_combine)
