@@ -117,3 +117,31 @@ def test_resume_without_checkpoint_is_an_error(setup):
     cfg = {**cfg, "output": {**cfg["output"], "name": "never-ran"}}
     out = run(cfg, tmp, resume=True)
     assert out.returncode != 0 and "does not exist; nothing to resume" in out.stderr
+
+
+@pytest.mark.parametrize("sampler", ["mixture", "curriculum"])
+def test_mixture_and_curriculum_resume_bit_identical(setup, sampler):
+    """The task-mixture and curriculum samplers restore their exact stream too."""
+    cfg, tmp, _ = setup
+    cfg = json.loads(json.dumps(cfg, default=str))
+    if sampler == "mixture":
+        data = cfg.pop("data")
+        other = keyword_files(tmp / "other", 60, 12)
+        cfg["mixture"] = {"strategy": "temperature", "temperature": 2.0, "tasks": [
+            {"name": "a", "data": data},
+            {"name": "b", "data": {k: str(v) for k, v in other.items()}},
+        ]}  # fmt: skip
+    else:
+        cfg["curriculum"] = {"by": "length", "start": 0.3, "full_at": 0.5}
+    out = {}
+    for name, fault in (("ref", None), ("cut", "kill:step:15")):
+        c = {**cfg, "output": {**cfg["output"], "name": f"{sampler}-{name}"}}
+        p = run(c, tmp, fault=fault)
+        if fault:
+            assert p.returncode == -signal.SIGKILL
+            p = run(c, tmp, resume=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        out[name] = tmp / "runs" / f"{sampler}-{name}"
+    a, b = weights(out["ref"]), weights(out["cut"])
+    assert all((a[k] == b[k]).all() for k in a), "weights differ after resume"
+    assert trace(out["cut"]) == trace(out["ref"])
