@@ -1,7 +1,7 @@
 """FLAN-style multi-task benchmark: samplers against single-task models, and replay against
 forgetting.
 
-    python benchmarks/bench_multitask.py [--steps 60] [--eval-rows 40] [--out DIR]
+    python benchmarks/bench_multitask.py [--steps 40] [--eval-rows 30] [--only NAME ...] [--out DIR]
 
 Runs ``configs/flan_mix_smollm2_lora.yaml`` (SmolLM2-135M-Instruct + LoRA; SST-2 4,000 / XQuAD
 800 / XSum 800 / Multi30k 400 training rows) as:
@@ -9,11 +9,11 @@ Runs ``configs/flan_mix_smollm2_lora.yaml`` (SmolLM2-135M-Instruct + LoRA; SST-2
 - one multi-task model per sampler: ``proportional``, ``temperature`` (T=2), ``uniform``;
 - the temperature mixture plus replay: WikiText-2 *test* text mixed in as a fifth task
   (the probe reads WikiText-2 *valid*, so replayed and probed text differ);
-- one single-task model per task.
+- one single-task model per task (without the probes).
 
 Every run takes the same number of optimizer steps (``--steps``, batch 8) in its own process;
-every run scores each task it learned on the same held-out rows (``--eval-rows`` per task) and
-the general-ability probes (WikiText-2 perplexity, BoolQ accuracy by log-likelihood choice) before and after. The
+every run scores each task it learned on the same held-out rows (``--eval-rows`` per task); the
+mixtures also score the general-ability probes (WikiText-2 perplexity, BoolQ accuracy by log-likelihood choice) before and after. The
 script prints one table and writes ``results.json`` in ``--out``. Needs ``../shared/data``.
 """
 
@@ -56,6 +56,7 @@ def variants(base: dict) -> dict[str, dict]:
     for task in base["mixture"]["tasks"]:
         cfg = copy.deepcopy(base)
         cfg["mixture"]["tasks"] = [copy.deepcopy(task)]
+        cfg["probes"] = []  # the forgetting comparison is between the mixtures
         out[f"single-{task['name']}"] = cfg
     return out
 
@@ -75,6 +76,7 @@ def run(name: str, cfg: dict, out: Path) -> dict:
     probes = info["summary"].get("probes", {})
     return {
         "scores": {t: final.get(f"{t}/{m}") for t, m in PRIMARY.items()},
+        "losses": {t: final.get(f"{t}/loss") for t in PRIMARY},
         "probes": {
             "wikitext2_ppl_before": probes.get("wikitext2", {}).get("before", {}).get("perplexity"),
             "wikitext2_ppl_after": probes.get("wikitext2", {}).get("after", {}).get("perplexity"),
@@ -126,8 +128,8 @@ def table(results: dict[str, dict]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--eval-rows", type=int, default=40)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--eval-rows", type=int, default=30)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "multitask"))
     p.add_argument("--only", nargs="*", help="run only these variants (names as printed)")
     args = p.parse_args()
@@ -154,8 +156,11 @@ def main() -> None:
         (out / "results.json").write_text(json.dumps(results, indent=2))
     table(results)
     smallest = "multi30k"
-    by = {k: v["scores"][smallest] for k, v in results.items() if k.startswith("mix-")}
-    print(f"smallest task ({smallest}) BLEU by sampler: {by}")
+    for key in ("scores", "losses"):
+        by = {k: v[key][smallest] for k, v in results.items() if k.startswith("mix-")}
+        print(
+            f"smallest task ({smallest}) {'BLEU' if key == 'scores' else 'loss'} by sampler: {by}"
+        )
 
 
 if __name__ == "__main__":
