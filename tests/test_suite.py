@@ -46,7 +46,8 @@ def test_classification_suite_with_robustness(tiny_bert, keyword_data, tmp_path,
     path.write_text(yaml.safe_dump(suite))
     capsys.readouterr()
     assert main(["eval", str(res.run_dir), "--suite", str(path)]) == 0
-    assert "worst case" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "worst case" in shown and "typos" in shown
     out = json.loads((res.run_dir / "eval" / "suite-mini.json").read_text())
     dev = out["tasks"]["dev"]
     direct = tunelab.evaluate(res.run_dir, file=str(keyword_data["validation"]))

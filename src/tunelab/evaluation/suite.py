@@ -359,28 +359,25 @@ def _save_rows(out_dir: Path, name: str, rows: list[dict[str, Any]]) -> None:
 
 
 def print_suite(console, results: dict[str, Any]) -> None:
+    """One row per task and condition (clean, each perturbation, worst case): stays narrow."""
     from rich.table import Table
 
-    perts = list(dict.fromkeys(
-        k for e in results["tasks"].values() for k in e.get("robustness", {}).get("perturbations", {})
-    ))  # fmt: skip
     t = Table(title=f"suite {results['suite']} · {results['target']}")
-    for c in ("task", "metric", "n", "clean", *perts):
-        t.add_column(c, justify="left" if c in ("task", "metric") else "right")
-    if perts:
-        t.add_column("worst case", justify="right")
+    for c in ("task", "metric", "n", "condition", "score"):
+        t.add_column(c, justify="left" if c in ("task", "metric", "condition") else "right")
     fair = {n: e for n, e in results["tasks"].items() if e.get("kind", "task") != "task"}
     for name, e in results["tasks"].items():
         if name in fair:
             continue
         rb = e.get("robustness", {})
-        cells = [f"{rb.get('perturbations', {}).get(p):.4f}"
-                 if rb.get("perturbations", {}).get(p) is not None else "—" for p in perts]  # fmt: skip
-        row = [name, e["metric"], str(e["n"]), f"{e['clean'][e['metric']]:.4f}", *cells]
-        if perts:
-            w = rb.get("worst_case")
-            row.append("—" if w is None else f"{w:.4f}")
-        t.add_row(*row)
+        rows = [("clean", e["clean"].get(e["metric"]))]
+        rows += list(rb.get("perturbations", {}).items())
+        if rb.get("worst_case") is not None:
+            rows.append(("worst case", rb["worst_case"]))
+        for i, (cond, v) in enumerate(rows):
+            t.add_row(name if i == 0 else "", e["metric"] if i == 0 else "",
+                      str(e["n"]) if i == 0 else "", cond,
+                      "—" if v is None else f"{v:.4f}")  # fmt: skip
     if len(fair) < len(results["tasks"]):
         console.print(t)
     if fair:
