@@ -481,7 +481,7 @@ class RunConfig(Section):
     probes: list[TaskSpec] = Field(
         default_factory=list,
         description="Held-out tasks scored before and after training, reported as deltas "
-        "(forgetting): e.g. WikiText-2 perplexity, BoolQ exact match.",
+        "(forgetting): e.g. WikiText-2 perplexity, BoolQ accuracy by log-likelihood choice.",
     )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)

@@ -179,7 +179,7 @@ def _task_for(target: Target, st: SuiteTask, suite: Suite):
     from tunelab.tasks.generation import GenerationTask
 
     base = target.cfg.to_dict()
-    base["task"] = {**{k: v for k, v in st.task.items()}, "type": "generation"}
+    base["task"] = {**st.task, "type": "generation"}
     base["data"] = {"labels": st.task.get("labels")} if st.task.get("labels") else {}
     base["task"].pop("labels", None)
     if suite.max_length:

@@ -201,7 +201,6 @@ class MixtureTask(Task):
 
     def _classification_loss(self, model, batch: dict[str, Any]):
         """Each row's cross-entropy over its own task's slice of the logits."""
-        import torch
         import torch.nn.functional as F
 
         from tunelab.tasks.classification import _model_inputs
@@ -221,12 +220,11 @@ class MixtureTask(Task):
                 total = total + w * (rows.numel() / n) * ce / rows.numel()
             else:
                 total = total + w * ce / n
-        if total.grad_fn is None:
+        if total.grad_fn is None:  # nothing learnable in this batch: keep the graph connected
             total = total + logits.sum() * 0.0
-        return total if isinstance(total, torch.Tensor) else torch.as_tensor(total)
+        return total
 
     def loss(self, model, batch: dict[str, Any]):
-        import torch
 
         if self.classification:
             return self._classification_loss(model, batch)
@@ -251,7 +249,7 @@ class MixtureTask(Task):
                 total = total + w * s / tokens
         if total.grad_fn is None:  # nothing learnable in this batch: keep the graph connected
             total = total + nll.sum() * 0.0
-        return total if isinstance(total, torch.Tensor) else torch.as_tensor(total)
+        return total
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, model, split: Split, batch_size: int, accelerator):
