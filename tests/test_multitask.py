@@ -385,3 +385,19 @@ def test_per_task_adapters_are_served_by_name(tiny_llama, two_tasks, tmp_path):
     with pytest.raises(ConfigError, match="per_task needs an adapter method"):
         load_config(mixture_config(tiny_llama, two_tasks, tmp_path, **{
             "mixture.adapters": "per_task"}))  # fmt: skip
+
+
+def test_mixture_task_builds_phase_schedules_from_its_config():
+    from tunelab.tasks.mixture import MixedSplit, MixtureTask
+
+    t = MixtureTask.__new__(MixtureTask)  # rates need only the mixture settings and specs
+    phase = {"until": 0.5, "strategy": "weights", "weights": {"a": 1.0, "b": 0.0},
+             "cap": None, "temperature": 2.0}  # fmt: skip
+    t.mixture = {"strategy": "temperature", "cap": None, "temperature": 2.0, "per": "example",
+                 "phases": [phase]}  # fmt: skip
+    t.specs, t.names = {"a": {"weight": None}, "b": {"weight": None}}, ["a", "b"]
+    split = MixedSplit("x", [{}] * 5, [{}] * 5, [], {"a": (0, 4), "b": (4, 5)})
+    assert t.rates(split) == pytest.approx({"a": 2 / 3, "b": 1 / 3})  # sqrt(4) : sqrt(1)
+    s = t.make_sampler(split, 2, 0, 1, 0, total_batches=10)
+    assert s.schedule[0][0] == 5 and list(s.schedule[0][1]) == [1.0, 0.0]
+    assert {task for task, _ in s.next_batch()} == {"a"}

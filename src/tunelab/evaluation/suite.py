@@ -195,13 +195,6 @@ def _task_for(target: Target, st: SuiteTask, suite: Suite):
     return task
 
 
-def _input_columns(task, st: SuiteTask) -> list[str]:
-    """The columns a perturbation may touch: the inputs, never the references."""
-    from tunelab.data.augment import input_columns
-
-    return input_columns(task)
-
-
 def _perturbed(table, columns: list[str], kind: str, strength: float, seed: int):
     from tunelab.data.sources import Table
     from tunelab.evaluation.perturb import perturb
@@ -243,14 +236,14 @@ def example_scores(task, rows: list[dict[str, Any]]) -> dict[int, float] | None:
     return None
 
 
-def main_metric(task, metrics: dict[str, Any]) -> str:
+def main_metric(task) -> str:
+    """The score a suite reports for ``task``: as a mixture's mean would pick it."""
+    from tunelab.tasks.mixture import PRIMARY
+
     if task.kind == "classification":
         return "accuracy"
-    for m, key in (("choice", "acc"), ("squad", "squad_f1"), ("exact_match", "exact_match"),
-                   ("rouge", "rougeL"), ("bleu", "bleu"), ("chrf", "chrf")):  # fmt: skip
-        if m in task.s["metrics"]:
-            return key
-    return "perplexity"
+    metrics = task.s["metrics"]
+    return PRIMARY[metrics[0]] if metrics else "perplexity"
 
 
 def run_suite(
@@ -262,6 +255,7 @@ def run_suite(
     console=None,
 ) -> dict[str, Any]:
     """Score ``target`` on every task of the suite; write and return the results."""
+    from tunelab.data.augment import input_columns
     from tunelab.data.sources import read_table
 
     suite, base_dir = load_suite(suite_path)
@@ -286,11 +280,11 @@ def run_suite(
         task = _task_for(t, st, suite)
         split = task.table_to_split(table, st.name, on_error="skip")
         metrics, rows = task.evaluate(t.model, split, bs, t.accelerator)
-        key = main_metric(task, metrics)
+        key = main_metric(task)
         entry: dict[str, Any] = {"metric": key, "clean": metrics, "n": len(split),
                                  "skipped_rows": len(split.skipped)}  # fmt: skip
         _save_rows(out_dir, f"suite-{suite.name}-{st.name}", rows)
-        columns = _input_columns(task, st)
+        columns = input_columns(task)  # the inputs, never the references
         if rob.perturbations and st.robustness and columns:
             per: dict[str, Any] = {}
             worst = example_scores(task, rows)

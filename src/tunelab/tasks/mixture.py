@@ -155,27 +155,28 @@ class MixtureTask(Task):
         return self._model_task.head_modules(model)
 
     # -- sampling ----------------------------------------------------------------------
-    def rates(self, split: MixedSplit) -> dict[str, float]:
+    def rates(self, split: MixedSplit, phase: dict[str, Any] | None = None) -> dict[str, float]:
+        """Sampling rates of the tasks, by the mixture's strategy (or one phase's)."""
         from tunelab.data.mixture import mixture_rates
 
-        m = self.mixture
+        m = phase or self.mixture
         sizes = {n: b - a for n, (a, b) in split.parts.items()}
-        weights = {n: self.specs[n]["weight"] for n in self.names}
-        return mixture_rates(sizes, m["strategy"], m["cap"], m["temperature"],
-                             weights if m["strategy"] == "weights" else None)  # fmt: skip
+        if m["strategy"] != "weights":
+            weights = None
+        elif phase is not None:
+            weights = phase["weights"]
+        else:
+            weights = {n: self.specs[n]["weight"] for n in self.names}
+        return mixture_rates(sizes, m["strategy"], m["cap"], m["temperature"], weights)
 
     def make_sampler(self, split: MixedSplit, batch_size: int, seed: int, world_size: int,
                      rank: int, total_batches: int | None = None):  # fmt: skip
-        from tunelab.data.mixture import MixtureSampler, mixture_rates
+        from tunelab.data.mixture import MixtureSampler
 
         sizes = {n: b - a for n, (a, b) in split.parts.items()}
         offsets = {n: a for n, (a, _) in split.parts.items()}
-        schedule = []
-        for ph in self.mixture.get("phases") or []:
-            end = round(ph["until"] * (total_batches or 0))
-            rates = mixture_rates(sizes, ph["strategy"], ph["cap"], ph["temperature"],
-                                  ph["weights"] if ph["strategy"] == "weights" else None)  # fmt: skip
-            schedule.append((end, rates))
+        schedule = [(round(ph["until"] * (total_batches or 0)), self.rates(split, ph))
+                    for ph in self.mixture.get("phases") or []]  # fmt: skip
         return MixtureSampler(sizes, batch_size, self.rates(split), seed=seed,
                               homogeneous=self.mixture["per"] == "batch", world_size=world_size,
                               rank=rank, offsets=offsets, schedule=schedule)  # fmt: skip
