@@ -300,6 +300,25 @@ def test_template_labels_from_text_cells_map_to_names(tiny_llama, tmp_path):
         task.table_to_split(read_table(str(bad)), "y")
 
 
+def test_single_token_choices_share_one_row_and_match_per_choice_scoring(tiny_llama):
+    """One-token choices are read off one forward of the prompt; the sums equal a direct
+    computation, also when the batch mixes prompt lengths and multi-token choices."""
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.evaluation.choice import choice_loglikelihoods
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    prompts = [[5, 9, 11, 3], [7, 2], [4, 4, 8, 15, 16, 23, 42], [6, 1, 2]]
+    options = [[[17], [19]], [[17], [19], [21]], [[17], [19, 20]], [[30], [31]]]
+    got = choice_loglikelihoods(model, prompts, options, 0, 3, "cpu")
+    with torch.no_grad():
+        for p, opts, scores in zip(prompts, options, got):
+            for o, score in zip(opts, scores):
+                logp = model(torch.tensor([p + o])).logits.log_softmax(-1)[0]
+                want = sum(float(logp[len(p) - 1 + k, t]) for k, t in enumerate(o))
+                assert score == pytest.approx(want, abs=1e-4)
+
+
 def test_choice_scoring_matches_a_direct_computation(tiny_llama, tmp_path):
     from transformers import AutoModelForCausalLM
 

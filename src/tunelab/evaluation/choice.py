@@ -22,40 +22,50 @@ def choice_loglikelihoods(
     autocast=None,
 ) -> list[list[float]]:
     """Summed log-probability of each choice's token ids after its example's prompt ids
-    (``autocast``: a callable giving a fresh mixed-precision context per batch)."""
+    (``autocast``: a callable giving a fresh mixed-precision context per batch).
+
+    A decoder scores an example whose choices are all one token long (yes/no, label words)
+    in one row: the prompt's last position predicts every choice. Other examples take one row
+    per choice. Only the scored positions go through the log-softmax.
+    """
     import contextlib
 
     import torch
 
-    pairs: list[tuple[int, int, list[int], list[int]]] = []
+    # one row: (example, prompt ids, continuation ids fed to the model, [(choice, its ids)])
+    rows: list[tuple[int, list[int], list[int], list[tuple[int, list[int]]]]] = []
     for i, (p, cs) in enumerate(zip(prompts, choice_ids)):
         for j, ids in enumerate(cs):
             if not ids:
                 raise ValueError(f"choice {j} of example {i} has no tokens")
-            pairs.append((i, j, list(p), list(ids)))
+        if not seq2seq and len(cs) > 1 and all(len(ids) == 1 for ids in cs):
+            rows.append((i, list(p), [], [(j, list(ids)) for j, ids in enumerate(cs)]))
+        else:
+            rows.extend((i, list(p), list(ids), [(j, list(ids))]) for j, ids in enumerate(cs))
     out = [[0.0] * len(cs) for cs in choice_ids]
-    order = sorted(range(len(pairs)), key=lambda k: -(len(pairs[k][2]) + len(pairs[k][3])))
+    order = sorted(range(len(rows)), key=lambda k: -(len(rows[k][1]) + len(rows[k][2])))
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            chunk = [pairs[k] for k in order[start : start + batch_size]]
+            chunk = [rows[k] for k in order[start : start + batch_size]]
             with autocast() if autocast is not None else contextlib.nullcontext():
                 scores = _score(model, chunk, pad_id, device, seq2seq)
-            for (i, j, _, _), s in zip(chunk, scores):
-                out[i][j] = s
+            for (i, _, _, _), per_choice in zip(chunk, scores):
+                for j, value in per_choice.items():
+                    out[i][j] = value
     return out
 
 
-def _score(model, chunk, pad: int, device, seq2seq: bool) -> list[float]:
+def _score(model, chunk, pad: int, device, seq2seq: bool) -> list[dict[int, float]]:
     import torch
 
     if seq2seq:
-        enc_w = max(len(p) for _, _, p, _ in chunk)
-        dec_w = max(len(c) for _, _, _, c in chunk)
+        enc_w = max(len(p) for _, p, _, _ in chunk)
+        dec_w = max(len(c) for _, _, c, _ in chunk)
         ids = torch.full((len(chunk), enc_w), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
         labels = torch.full((len(chunk), dec_w), -100, dtype=torch.long)
-        for r, (_, _, p, c) in enumerate(chunk):
+        for r, (_, p, c, _) in enumerate(chunk):
             ids[r, : len(p)], mask[r, : len(p)] = torch.tensor(p), 1
             labels[r, : len(c)] = torch.tensor(c)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
@@ -63,21 +73,25 @@ def _score(model, chunk, pad: int, device, seq2seq: bool) -> list[float]:
         logp = logits.log_softmax(-1)
         labels = labels.to(device)
         tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return (tok * (labels != -100)).sum(-1).tolist()
-    width = max(len(p) + len(c) for _, _, p, c in chunk)
+        sums = (tok * (labels != -100)).sum(-1).tolist()
+        return [{choices[0][0]: s} for (_, _, _, choices), s in zip(chunk, sums)]
+    width = max(len(p) + len(c) for _, p, c, _ in chunk)
     ids = torch.full((len(chunk), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    for r, (_, _, p, c) in enumerate(chunk):
+    for r, (_, p, c, _) in enumerate(chunk):
         seq = p + c
         ids[r, : len(seq)], mask[r, : len(seq)] = torch.tensor(seq), 1
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                   use_cache=False).logits.float()  # fmt: skip
-    logp = logits.log_softmax(-1)
+                   use_cache=False).logits  # fmt: skip
     out = []
-    for r, (_, _, p, c) in enumerate(chunk):
-        pos = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=logp.device)
-        target = torch.tensor(c, device=logp.device)
-        out.append(float(logp[r, pos, target].sum()))
+    for r, (_, p, c, choices) in enumerate(chunk):
+        # position t predicts token t + 1: the prompt's last position predicts the first
+        # continuation token
+        first, n = len(p) - 1, max(len(c), 1)
+        logp = logits[r, first : first + n].float().log_softmax(-1)
+        steps = torch.arange(n, device=logp.device)
+        out.append({j: float(logp[steps, torch.tensor(t, device=logp.device)].sum())
+                    for j, t in choices})  # fmt: skip
     return out
 
 

@@ -265,6 +265,11 @@ def run_suite(
     rob = suite.robustness
     results: dict[str, Any] = {"suite": suite.name, "target": target, "tasks": {}}
     t0 = time.perf_counter()
+
+    def say(what: str) -> None:  # one line per step: suites on a CPU take minutes
+        if console is not None and t.accelerator.is_main_process:
+            console.print(f"[dim]{time.perf_counter() - t0:7.1f}s  {suite.name}: {what}[/dim]")
+
     for st in suite.tasks:
         src = st.data if st.data.startswith("hub:") else str((base_dir / st.data).resolve())
         if not st.data.startswith("hub:") and not Path(src).exists():
@@ -274,6 +279,7 @@ def run_suite(
             idx = sorted(random.Random(f"{suite.seed}:{st.name}").sample(range(len(table)),
                                                                            st.max_examples))  # fmt: skip
             table = table.subset(idx, table.skipped)
+        say(f"{st.name} ({st.kind}, {len(table)} rows)")
         if st.kind != "task":
             results["tasks"][st.name] = _fairness(t, st, table, bs, suite.seed)
             continue
@@ -289,6 +295,7 @@ def run_suite(
             per: dict[str, Any] = {}
             worst = example_scores(task, rows)
             for kind in rob.perturbations:
+                say(f"{st.name} under {kind}")
                 noisy = task.table_to_split(_perturbed(table, columns, kind, rob.strength, rob.seed),
                                             f"{st.name}-{kind}", on_error="skip")  # fmt: skip
                 m, prow = task.evaluate(t.model, noisy, bs, t.accelerator)
