@@ -315,6 +315,13 @@ def test_stages_train_in_turn_from_the_previous_weights(tiny_bert, keyword_data,
     assert before2 == pytest.approx(pipe["stages"][0]["validation"]["accuracy"])
     again = tunelab.evaluate(second)
     assert again["accuracy"] == pytest.approx(res.metrics["accuracy"])
+    # forgetting of the earlier stage: stage 2's model on stage 1's validation data, against
+    # the score stage 1 ended with (both stages validate on the same file here)
+    kept = pipe["stages"][1]["earlier_stages"]["related"]
+    assert kept["at_own_end"] == pipe["stages"][0]["validation"]
+    assert kept["now"]["accuracy"] == pytest.approx(res.metrics["accuracy"])
+    want = kept["now"]["accuracy"] - kept["at_own_end"]["accuracy"]
+    assert kept["delta"]["accuracy"] == pytest.approx(want)
     with pytest.raises(Exception, match="already holds a staged run"):
         tunelab.train(cfg)
 

@@ -563,6 +563,10 @@ def train_stages(cfg: RunConfig) -> RunResult:
             run_dir, metrics = result.run_dir, scalar_metrics(result.metrics)
         stages.append({"stage": stage.name, "run_dir": str(run_dir), "start_from": start_from,
                        "method": sub.method, "validation": metrics})  # fmt: skip
+        if i > 1:  # forgetting: this stage's model on every earlier stage's validation data
+            kept = _old_stage(root, i - 1).get("earlier_stages") if cfg.resume else None
+            stages[-1]["earlier_stages"] = kept or earlier_stage_retention(stages)
+            _print_retention(_console(), stage.name, stages[-1]["earlier_stages"])
         if i < len(cfg.stages):
             try:
                 start_from = str(merge(run_dir, overwrite=True))
@@ -577,6 +581,54 @@ def train_stages(cfg: RunConfig) -> RunResult:
         last = Path(stages[-1]["run_dir"])
         result = RunResult(last, stages[-1]["validation"], None, {}, None, {})
     return result
+
+
+def _old_stage(root: Path, index: int) -> dict[str, Any]:
+    path = root / "pipeline.json"
+    if not path.is_file():
+        return {}
+    stages = json.loads(path.read_text())["stages"]
+    return stages[index] if index < len(stages) else {}
+
+
+def earlier_stage_retention(stages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Score the last stage's model on each earlier stage's validation split, against the
+    score that stage ended with: ``{stage: {at_own_end, now, delta}}`` (or ``skipped``)."""
+    now = load_run(stages[-1]["run_dir"])
+    bs = now.config.training.eval_batch_size or 2 * now.config.training.batch_size
+    out: dict[str, dict[str, Any]] = {}
+    for s in stages[:-1]:
+        cfg_j, _, _, _, task_j = _open_run(Path(s["run_dir"]))
+        if task_j.kind != now.task.kind or getattr(task_j, "labels", None) != getattr(
+            now.task, "labels", None
+        ):
+            out[s["stage"]] = {"skipped": "its task (kind or labels) differs from this stage's"}
+            continue
+        split = load_splits(cfg_j, task_j)["validation"]
+        metrics, _ = task_j.evaluate(now.model, split, bs, now.accelerator)
+        then, current = s["validation"], scalar_metrics(metrics)
+        out[s["stage"]] = {
+            "at_own_end": then,
+            "now": current,
+            "delta": {k: current[k] - then[k] for k in then if k in current and k != "n"},
+        }
+    return out
+
+
+def _print_retention(console, stage: str, retention: dict[str, dict[str, Any]]) -> None:
+    from rich.table import Table as RTable
+
+    t = RTable(title=f"earlier stages after stage {stage!r} (forgetting)")
+    for c in ("stage", "metric", "at its end", "now", "delta"):
+        t.add_column(c, justify="left" if c in ("stage", "metric") else "right")
+    for name, r in retention.items():
+        if "skipped" in r:
+            t.add_row(name, "—", "", "", r["skipped"])
+            continue
+        for k, d in r["delta"].items():
+            if k in SHOWN or k in SHOWN_GENERATION:
+                t.add_row(name, k, f"{r['at_own_end'][k]:.4f}", f"{r['now'][k]:.4f}", f"{d:+.4f}")
+    console.print(t)
 
 
 def train_per_task_adapters(cfg: RunConfig) -> RunResult:
