@@ -49,8 +49,7 @@ def base_config(args) -> dict:
                         "validation": str(DATA / "translation" / "multi30k_en_de_test2016.jsonl"),
                         "max_train_rows": 2000,
                     },
-                    "task": {"template": "translation", "metrics": ["bleu"],
-                             "max_new_tokens": 40},  # fmt: skip
+                    "task": {"template": "translation", "metrics": ["bleu"], "max_new_tokens": 40},
                     "weight": 1.0,
                 }
             ],
@@ -59,14 +58,21 @@ def base_config(args) -> dict:
             {
                 "name": "wikitext2",
                 "data": {"validation": str(DATA / "wikitext2" / "wiki.valid.tokens.jsonl")},
-                "task": {"format": "text", "fields": {"text": "text"},
-                         "eval_max_examples": args.probe_rows},  # fmt: skip
+                "task": {
+                    "format": "text",
+                    "fields": {"text": "text"},
+                    "eval_max_examples": args.probe_rows,
+                },
             },
             {
                 "name": "boolq",
                 "data": {"validation": str(DATA / "boolq" / "dev_2000.jsonl")},
-                "task": {"template": "yesno", "metrics": ["choice"], "choices": ["no", "yes"],
-                         "eval_max_examples": args.probe_rows},  # fmt: skip
+                "task": {
+                    "template": "yesno",
+                    "metrics": ["choice"],
+                    "choices": ["no", "yes"],
+                    "eval_max_examples": args.probe_rows,
+                },
             },
         ],
         "method": "full",
@@ -117,12 +123,7 @@ def run(name: str, cfg: dict, out: Path) -> dict:
     probes = info["summary"].get("probes", {})
     return {
         "bleu": info["final"]["validation"].get("multi30k/bleu"),
-        "probes": {
-            name: {k: probe[side].get(k) for side in ("before", "after")
-                   for k in ("perplexity", "acc")} | {"delta": probe.get("delta", {})}
-            for name, probe in probes.items()
-        },  # fmt: skip
-        "raw_probes": probes,
+        "probes": probes,
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "train_seconds": round(info["summary"]["train_seconds"], 1),
         "steps": info["summary"]["steps"],
@@ -138,8 +139,8 @@ def table(results: dict[str, dict]) -> None:
               "BoolQ acc before → after", "Δ acc", "train s"):  # fmt: skip
         t.add_column(c, justify="left" if c == "run" else "right")
     for name, r in results.items():
-        w = r["raw_probes"].get("wikitext2", {})
-        b = r["raw_probes"].get("boolq", {})
+        w = r["probes"].get("wikitext2", {})
+        b = r["probes"].get("boolq", {})
         t.add_row(
             name,
             f"{r['bleu']:.2f}" if r["bleu"] is not None else "—",
