@@ -33,6 +33,7 @@ def report(tiny_bert, keyword_data, tmp_path):
         "robustness": {"perturbations": ["typos", "casing"]}}  # fmt: skip
     (tmp_path / "s" / "mini.yaml").write_text(yaml.safe_dump(suite))
     run_suite(str(a.run_dir), tmp_path / "s" / "mini.yaml")
+    run_suite(str(b.run_dir), tmp_path / "s" / "mini.yaml")
     out = tmp_path / "report.html"
     assert main(["report", str(a.run_dir), str(b.run_dir), "--output", str(out)]) == 0
     return out
@@ -44,6 +45,10 @@ def test_report_holds_tables_and_plots(report):
     for needle in ("Validation metrics", "training loss", "robustness", "counterfactual",
                    "Sample predictions", "Config · lora"):  # fmt: skip
         assert needle in text
+    # both runs ran the suite: one chart and one table per suite task compare them
+    assert text.count("alt='robustness mini/dev'") == 1
+    assert "<th>measure</th><th>run</th><th>lora</th>" in text
+    assert "<h2>Suite mini · dev</h2>" in text and text.count("<h2>Suite mini") == 2
     from tunelab.errors import RunDirError
     from tunelab.reporting.report import build_report
 

@@ -116,55 +116,91 @@ def _curves(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
+def _grouped_bars(
+    ax,
+    labels: list[str],
+    series: dict[str, list[float | None]],
+    errors: dict[str, list[list[float]]] | None = None,
+    colors=None,
+) -> None:
+    """One group of bars per label, one bar per run (a legend names the runs when several)."""
+    import numpy as np
+
+    x = np.arange(len(labels))
+    width = 0.8 / max(len(series), 1)
+    for k, (run, vals) in enumerate(series.items()):
+        ys = [v if v is not None else 0.0 for v in vals]
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, ys, width, label=run,
+               yerr=(errors or {}).get(run), capsize=4 if errors else 0,
+               color=colors if len(series) == 1 and colors else None)  # fmt: skip
+    ax.set_xticks(x, [lbl.replace(":", ":\n").replace("-", "-\n") for lbl in labels])
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+
+
 def _suite_charts(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """One chart per suite task; runs that share a task are compared in the same chart."""
     import matplotlib.pyplot as plt
 
-    out = []
+    tasks: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for r in runs:
         for sname, res in r["suites"].items():
             for tname, e in res.get("tasks", {}).items():
-                rob = e.get("robustness")
-                if rob and rob.get("perturbations"):
-                    labels = ["clean", *rob["perturbations"], "worst case"]
-                    vals = [e["clean"].get(e["metric"]), *rob["perturbations"].values(),
-                            rob.get("worst_case")]  # fmt: skip
-                    vals = [v if v is not None else 0 for v in vals]
-                    fig, ax = plt.subplots(figsize=(7, 3))
-                    ax.bar(labels, vals, color=["#4a7"] + ["#68c"] * (len(labels) - 2) + ["#c55"])
-                    ax.set(ylabel=e["metric"], title=f"{r['name']} · {sname}/{tname}: robustness")
-                    ax.tick_params(axis="x", rotation=30)
-                    out.append((f"robustness {r['name']} {tname}", _png(fig)))
-                if e.get("kind") == "counterfactual":
-                    attrs = {k: v for k, v in e["attributes"].items() if v.get("n")}
-                    if attrs:
-                        fig, ax = plt.subplots(figsize=(7, 3))
-                        ax.bar(list(attrs), [v["flip_rate"] for v in attrs.values()])
-                        ax.set(
-                            ylabel="flip rate", title=f"{r['name']} · {tname}: counterfactual flips"
-                        )
-                        out.append((f"fairness {r['name']} {tname}", _png(fig)))
-                if e.get("kind") == "eec":
-                    keys = [
-                        "gender_gap_female_minus_male",
-                        "race_gap_african_american_minus_european",
-                    ]
-                    gaps = [e[k]["gap"] for k in keys]
-                    err = [[g - e[k]["ci_low"] for g, k in zip(gaps, keys)],
-                           [e[k]["ci_high"] - g for g, k in zip(gaps, keys)]]  # fmt: skip
-                    fig, ax = plt.subplots(figsize=(7, 3))
-                    ax.bar(["gender (F−M)", "race (AA−EA)"], gaps, yerr=err, capsize=6)
-                    ax.axhline(0, color="#333", lw=0.8)
-                    ax.set(
-                        ylabel=f"Δ P({e['score_label']})", title=f"{r['name']} · EEC gaps (95% CI)"
-                    )
-                    out.append((f"eec {r['name']}", _png(fig)))
-                if e.get("kind") == "crows_pairs":
-                    bt = e["by_bias_type"]
-                    fig, ax = plt.subplots(figsize=(7, 3))
-                    ax.barh(list(bt), [v["pct_stereotype"] for v in bt.values()])
-                    ax.axvline(50, color="#c55", lw=1)
-                    ax.set(xlabel="% stereotypical preferred", title=f"{r['name']} · CrowS-Pairs")
-                    out.append((f"crows {r['name']}", _png(fig)))
+                tasks.setdefault((sname, tname), {})[r["name"]] = e
+    out = []
+    for (sname, tname), entries in tasks.items():
+        first = next(iter(entries.values()))
+        who = " vs ".join(entries) if len(entries) > 1 else next(iter(entries))
+        kind = first.get("kind", "task")
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        if kind == "task" and (first.get("robustness") or {}).get("perturbations"):
+            labels = ["clean", *first["robustness"]["perturbations"], "worst case"]
+            series = {}
+            for run, e in entries.items():
+                rob = e.get("robustness") or {}
+                per = rob.get("perturbations", {})
+                series[run] = [e["clean"].get(e["metric"]), *[per.get(k) for k in labels[1:-1]],
+                               rob.get("worst_case")]  # fmt: skip
+            colors = ["#4a7"] + ["#68c"] * (len(labels) - 2) + ["#c55"]
+            _grouped_bars(ax, labels, series, colors=colors)
+            ax.tick_params(axis="x", rotation=30)
+            ax.set(ylabel=first["metric"], title=f"{sname}/{tname}: robustness · {who}")
+            title = f"robustness {sname}/{tname}"
+        elif kind == "counterfactual":
+            attrs = [k for k, v in first["attributes"].items() if v.get("n")]
+            if not attrs:
+                plt.close(fig)
+                continue
+            series = {run: [e["attributes"].get(a, {}).get("flip_rate") for a in attrs]
+                      for run, e in entries.items()}  # fmt: skip
+            _grouped_bars(ax, attrs, series)
+            ax.set(ylabel="flip rate", title=f"{tname}: counterfactual flips · {who}")
+            title = f"fairness {sname}/{tname}"
+        elif kind == "eec":
+            keys = ["gender_gap_female_minus_male", "race_gap_african_american_minus_european"]
+            series, errs = {}, {}
+            for run, e in entries.items():
+                gaps = [e[k]["gap"] for k in keys]
+                series[run] = gaps
+                errs[run] = [[g - e[k]["ci_low"] for g, k in zip(gaps, keys)],
+                             [e[k]["ci_high"] - g for g, k in zip(gaps, keys)]]  # fmt: skip
+            _grouped_bars(ax, ["gender (F−M)", "race (AA−EA)"], series, errs)
+            ax.axhline(0, color="#333", lw=0.8)
+            ax.set(ylabel=f"Δ P({first['score_label']})", title=f"EEC gaps (95% CI) · {who}")
+            title = f"eec {sname}/{tname}"
+        elif kind == "crows_pairs":
+            types = list(first["by_bias_type"])
+            series = {run: [e["by_bias_type"].get(t, {}).get("pct_stereotype") for t in types]
+                      for run, e in entries.items()}  # fmt: skip
+            _grouped_bars(ax, types, series)
+            ax.tick_params(axis="x", rotation=45)
+            ax.axhline(50, color="#c55", lw=1)
+            ax.set(ylabel="% stereotypical preferred", title=f"CrowS-Pairs · {who}")
+            title = f"crows {sname}/{tname}"
+        else:
+            plt.close(fig)
+            continue
+        out.append((title, _png(fig)))
     return out
 
 
@@ -177,6 +213,38 @@ def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
     return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _suite_measures(e: dict[str, Any]):
+    """(label, value) rows of one suite task's results, whatever its kind."""
+    kind = e.get("kind", "task")
+    if kind == "task":
+        yield f"{e['metric']} · clean", e["clean"].get(e["metric"])
+        rob = e.get("robustness") or {}
+        for k, v in rob.get("perturbations", {}).items():
+            yield f"{e['metric']} · {k}", v
+        if "worst_case" in rob:
+            yield f"{e['metric']} · worst case", rob["worst_case"]
+        yield "n", e.get("n")
+    elif kind == "counterfactual":
+        for attr, v in e["attributes"].items():
+            yield f"{attr}: flip rate", v.get("flip_rate")
+            yield f"{attr}: mean Δp({e.get('score_label', '')})", v.get("mean_score_change")
+            yield f"{attr}: n", v.get("n")
+    elif kind == "eec":
+        for k in ("gender_gap_female_minus_male", "race_gap_african_american_minus_european"):
+            g = e[k]
+            yield k, f"{g['gap']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}]"
+    elif kind == "crows_pairs":
+        yield "% stereotypical preferred", e.get("pct_stereotype")
+        for t, v in e.get("by_bias_type", {}).items():
+            yield f"{t}: % stereotypical", v.get("pct_stereotype")
 
 
 def build_report(run_dirs: list[str | Path], output: str | Path, overwrite: bool = False) -> Path:
@@ -224,21 +292,20 @@ def build_report(run_dirs: list[str | Path], output: str | Path, overwrite: bool
         for title, uri in plots:
             parts.append(f"<figure><img alt='{html.escape(title)}' src='{uri}'>"
                          f"<figcaption>{html.escape(title)}</figcaption></figure>")  # fmt: skip
-    # suite tables
+    # suite tables: one per suite task, a column per run
+    tasks: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for r in runs:
         for sname, res in r["suites"].items():
-            rows = []
             for tname, e in res.get("tasks", {}).items():
-                if e.get("kind", "task") == "task":
-                    rob = e.get("robustness", {})
-                    rows.append([tname, e["metric"], e["clean"].get(e["metric"]),
-                                 json.dumps({k: round(v, 4) for k, v in
-                                             rob.get("perturbations", {}).items() if v is not None}),
-                                 rob.get("worst_case", "—")])  # fmt: skip
-                else:
-                    rows.append([tname, e.get("kind"), e.get("metric"), "", ""])
-            parts += [f"<h2>Suite {html.escape(sname)} · {html.escape(r['name'])}</h2>",
-                      _table(["task", "metric", "clean", "perturbed", "worst case"], rows)]  # fmt: skip
+                tasks.setdefault((sname, tname), {})[r["name"]] = e
+    for (sname, tname), entries in tasks.items():
+        measures: dict[str, dict[str, Any]] = {}
+        for run, e in entries.items():
+            for label, value in _suite_measures(e):
+                measures.setdefault(label, {})[run] = value
+        rows = [[label, *[_fmt(v.get(run)) for run in entries]] for label, v in measures.items()]
+        parts += [f"<h2>Suite {html.escape(sname)} · {html.escape(tname)}</h2>",
+                  _table(["measure", *entries], rows)]  # fmt: skip
     # predictions
     for r in runs:
         if r["predictions"]:
