@@ -1,6 +1,6 @@
 """Forgetting and its two mitigations: replay and L2-SP, against the same run without them.
 
-    python benchmarks/bench_forgetting.py [--steps 60] [--lr 5e-5] [--l2sp 1000] [--replay 0.25]
+    python benchmarks/bench_forgetting.py [--steps 60] [--lr 3e-4] [--l2sp 300] [--replay 0.25]
                                           [--only NAME ...] [--out DIR]
 
 Full fine-tuning of SmolLM2-135M-Instruct on English→German translation (Multi30k, 2,000
@@ -136,7 +136,7 @@ def table(results: dict[str, dict]) -> None:
 
     t = Table(title="Forgetting on SmolLM2-135M, full fine-tuning on Multi30k en→de")
     for c in ("run", "Multi30k BLEU", "WikiText-2 ppl before → after", "Δ ppl",
-              "BoolQ acc before → after", "Δ acc", "train s"):  # fmt: skip
+              "BoolQ acc before → after", "Δ acc", "Δ BoolQ answer loss", "train s"):  # fmt: skip
         t.add_column(c, justify="left" if c == "run" else "right")
     for name, r in results.items():
         w = r["probes"].get("wikitext2", {})
@@ -148,6 +148,7 @@ def table(results: dict[str, dict]) -> None:
             f"{w['delta']['perplexity']:+.2f}",
             f"{b['before']['acc']:.1f} → {b['after']['acc']:.1f}",
             f"{b['delta']['acc']:+.1f}",
+            f"{b['delta']['loss']:+.3f}",
             f"{r['train_seconds']:.0f}",
         )
     Console().print(t)
@@ -156,8 +157,8 @@ def table(results: dict[str, dict]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--l2sp", type=float, nargs="+", default=[1000.0])
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--l2sp", type=float, nargs="+", default=[300.0])
     p.add_argument("--replay", type=float, default=0.25, help="replay share of each batch")
     p.add_argument("--eval-rows", type=int, default=30, help="Multi30k rows scored")
     p.add_argument("--probe-rows", type=int, default=60, help="rows per probe")
