@@ -544,7 +544,18 @@ class _ConfigHelpParser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     from tunelab.errors import TunelabError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may also follow the options (`tunelab compare CFG --methods ...
+    # training.seed=1`): argparse stops filling a positional list once an option comes between.
+    if (
+        extra
+        and hasattr(args, "overrides")
+        and all("=" in x and not x.startswith("-") for x in extra)
+    ):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except TunelabError as e:
