@@ -24,12 +24,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import yaml
+from bench_multitask import train_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -110,21 +107,12 @@ def variants(args) -> dict[str, dict]:
 
 
 def run(name: str, cfg: dict, out: Path) -> dict:
-    path = out / f"{name}.yaml"
-    cfg["output"] = {"dir": str(out / "runs"), "name": name, "overwrite": True}
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "tunelab.cli", "train", str(path), "training.progress=false"]
-    with open(out / f"{name}.log", "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} failed; see {out / f'{name}.log'}")
-    info = json.loads((out / "runs" / name / "run.json").read_text())
+    info, wall = train_variant(name, cfg, out)
     probes = info["summary"].get("probes", {})
     return {
         "bleu": info["final"]["validation"].get("multi30k/bleu"),
         "probes": probes,
-        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "wall_seconds": round(wall, 1),
         "train_seconds": round(info["summary"]["train_seconds"], 1),
         "steps": info["summary"]["steps"],
     }

@@ -61,7 +61,8 @@ def variants(base: dict) -> dict[str, dict]:
     return out
 
 
-def run(name: str, cfg: dict, out: Path) -> dict:
+def train_variant(name: str, cfg: dict, out: Path) -> tuple[dict, float]:
+    """Train ``cfg`` as ``OUT/runs/NAME`` in its own process; its run.json and wall seconds."""
     path = out / f"{name}.yaml"
     cfg["output"] = {"dir": str(out / "runs"), "name": name, "overwrite": True}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -72,6 +73,11 @@ def run(name: str, cfg: dict, out: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed; see {out / f'{name}.log'}")
     info = json.loads((out / "runs" / name / "run.json").read_text())
+    return info, time.perf_counter() - t0
+
+
+def run(name: str, cfg: dict, out: Path) -> dict:
+    info, wall = train_variant(name, cfg, out)
     final = info["final"]["validation"]
     probes = info["summary"].get("probes", {})
     return {
@@ -83,7 +89,7 @@ def run(name: str, cfg: dict, out: Path) -> dict:
             "boolq_acc_before": probes.get("boolq", {}).get("before", {}).get("acc"),
             "boolq_acc_after": probes.get("boolq", {}).get("after", {}).get("acc"),
         },
-        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "wall_seconds": round(wall, 1),
         "train_seconds": round(info["summary"]["train_seconds"], 1),
         "steps": info["summary"]["steps"],
         "mix": _last_mix(out / "runs" / name / "metrics.jsonl"),
