@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from pathlib import Path
 
-from bench_multitask import train_variant
+from bench_multitask import run_all, train_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -156,16 +155,7 @@ def main() -> None:
     if not DATA.is_dir():
         print(f"skipped: {DATA} is absent")
         return
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for name, cfg in variants(args).items():
-        if args.only and name not in args.only:
-            continue
-        print(f"=== {name}", flush=True)
-        results[name] = run(name, cfg, out)
-        (out / "results.json").write_text(json.dumps(results, indent=2))
-    table(results)
+    table(run_all(variants(args), args.only, Path(args.out), run))
 
 
 if __name__ == "__main__":

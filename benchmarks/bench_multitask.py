@@ -76,6 +76,19 @@ def train_variant(name: str, cfg: dict, out: Path) -> tuple[dict, float]:
     return info, time.perf_counter() - t0
 
 
+def run_all(configs: dict[str, dict], only: list[str] | None, out: Path, run_one) -> dict:
+    """``run_one(name, cfg, out)`` for each chosen variant in turn; ``results.json`` after each."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, cfg in configs.items():
+        if only and name not in only:
+            continue
+        print(f"=== {name}", flush=True)
+        results[name] = run_one(name, cfg, out)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
 def run(name: str, cfg: dict, out: Path) -> dict:
     info, wall = train_variant(name, cfg, out)
     final = info["final"]["validation"]
@@ -151,15 +164,7 @@ def main() -> None:
                 spec["data"][key] = str((ROOT / spec["data"][key]).resolve())
     for spec in base["probes"]:
         spec["data"]["validation"] = str((ROOT / spec["data"]["validation"]).resolve())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for name, cfg in variants(base).items():
-        if args.only and name not in args.only:
-            continue
-        print(f"=== {name}", flush=True)
-        results[name] = run(name, cfg, out)
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+    results = run_all(variants(base), args.only, Path(args.out), run)
     table(results)
     smallest = "multi30k"
     for key in ("scores", "losses"):

@@ -138,17 +138,22 @@ def _grouped_bars(
         ax.legend(fontsize=8)
 
 
-def _suite_charts(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """One chart per suite task; runs that share a task are compared in the same chart."""
-    import matplotlib.pyplot as plt
-
+def _suite_tasks(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """Suite results by (suite, task), then by run: what one chart or table compares."""
     tasks: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for r in runs:
         for sname, res in r["suites"].items():
             for tname, e in res.get("tasks", {}).items():
                 tasks.setdefault((sname, tname), {})[r["name"]] = e
+    return tasks
+
+
+def _suite_charts(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """One chart per suite task; runs that share a task are compared in the same chart."""
+    import matplotlib.pyplot as plt
+
     out = []
-    for (sname, tname), entries in tasks.items():
+    for (sname, tname), entries in _suite_tasks(runs).items():
         first = next(iter(entries.values()))
         who = " vs ".join(entries) if len(entries) > 1 else next(iter(entries))
         kind = first.get("kind", "task")
@@ -206,6 +211,8 @@ def _suite_charts(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
     def cell(v: Any) -> str:
+        if v is None:
+            return "—"
         if isinstance(v, float):
             return f"{v:.4f}"
         return html.escape(str(v))
@@ -213,12 +220,6 @@ def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
     return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "—"
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def _suite_measures(e: dict[str, Any]):
@@ -293,17 +294,12 @@ def build_report(run_dirs: list[str | Path], output: str | Path, overwrite: bool
             parts.append(f"<figure><img alt='{html.escape(title)}' src='{uri}'>"
                          f"<figcaption>{html.escape(title)}</figcaption></figure>")  # fmt: skip
     # suite tables: one per suite task, a column per run
-    tasks: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for r in runs:
-        for sname, res in r["suites"].items():
-            for tname, e in res.get("tasks", {}).items():
-                tasks.setdefault((sname, tname), {})[r["name"]] = e
-    for (sname, tname), entries in tasks.items():
+    for (sname, tname), entries in _suite_tasks(runs).items():
         measures: dict[str, dict[str, Any]] = {}
         for run, e in entries.items():
             for label, value in _suite_measures(e):
                 measures.setdefault(label, {})[run] = value
-        rows = [[label, *[_fmt(v.get(run)) for run in entries]] for label, v in measures.items()]
+        rows = [[label, *[v.get(run) for run in entries]] for label, v in measures.items()]
         parts += [f"<h2>Suite {html.escape(sname)} · {html.escape(tname)}</h2>",
                   _table(["measure", *entries], rows)]  # fmt: skip
     # predictions

@@ -226,7 +226,6 @@ class MixtureTask(Task):
         return total
 
     def loss(self, model, batch: dict[str, Any]):
-
         if self.classification:
             return self._classification_loss(model, batch)
         first = self.tasks[self.names[0]]
