@@ -81,14 +81,18 @@ def _score(model, chunk, pad: int, device, seq2seq: bool) -> list[dict[int, floa
     for r, (_, p, c, _) in enumerate(chunk):
         seq = p + c
         ids[r, : len(seq)], mask[r, : len(seq)] = torch.tensor(seq), 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                   use_cache=False).logits  # fmt: skip
+    # position t predicts token t + 1: the prompt's last position predicts the first
+    # continuation token. Only the positions some row scores go through the LM head.
+    spans = [(len(p) - 1, max(len(c), 1)) for _, p, c, _ in chunk]
+    keep = sorted({t for first, n in spans for t in range(first, first + n)})
+    column = {t: k for k, t in enumerate(keep)}
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False,
+                   logits_to_keep=torch.tensor(keep, device=device)).logits  # fmt: skip
     out = []
-    for r, (_, p, c, choices) in enumerate(chunk):
-        # position t predicts token t + 1: the prompt's last position predicts the first
-        # continuation token
-        first, n = len(p) - 1, max(len(c), 1)
-        logp = logits[r, first : first + n].float().log_softmax(-1)
+    for r, (_, _, _, choices) in enumerate(chunk):
+        first, n = spans[r]
+        cols = torch.tensor([column[t] for t in range(first, first + n)], device=logits.device)
+        logp = logits[r, cols].float().log_softmax(-1)
         steps = torch.arange(n, device=logp.device)
         out.append({j: float(logp[steps, torch.tensor(t, device=logp.device)].sum())
                     for j, t in choices})  # fmt: skip
