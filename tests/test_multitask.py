@@ -186,6 +186,43 @@ def test_probes_report_forgetting_deltas(tiny_llama, tmp_path):
     assert before["perplexity"] == pytest.approx(p["before"]["perplexity"])
 
 
+def test_probe_scores_before_training_are_cached_by_content(tiny_llama, tmp_path, monkeypatch):
+    import tunelab
+
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+    data = {"train": write_jsonl(tmp_path / "d" / "train.jsonl", gen_rows(32, 0))}
+    general = write_jsonl(tmp_path / "d" / "general.jsonl",
+                          [{"text": "the music and the cast of it " * 3}] * 6)  # fmt: skip
+
+    def run(name: str, **over):
+        cfg = tiny_config(tiny_llama, data, tmp_path / "runs", **{
+            "task.type": "generation", "task.format": "prompt_completion",
+            "model.max_length": 32, "training.max_steps": 2, "output.name": name, **over,
+        })  # fmt: skip
+        cfg["probes"] = [{"name": "general", "data": {"validation": str(general)},
+                          "task": {"format": "text", "fields": {"text": "text"}}}]  # fmt: skip
+        res = tunelab.train(cfg)
+        return json.loads((res.run_dir / "run.json").read_text())["summary"]["probes"]["general"]
+
+    first = run("a")
+    cached = list((tmp_path / "cache" / "probes").glob("*.json"))
+    assert len(cached) == 1
+    stored = json.loads(cached[0].read_text())
+    assert stored["general"]["metrics"]["perplexity"] == pytest.approx(
+        first["before"]["perplexity"]
+    )
+    # mark the cached entry: an identical run must read it instead of scoring again
+    stored["general"]["metrics"]["perplexity"] = 123.0
+    cached[0].write_text(json.dumps(stored))
+    assert run("b")["before"]["perplexity"] == 123.0
+    # other starting weights (a LoRA initialisation) are another key: scored, not read
+    third = run("c", method="lora")
+    assert third["before"]["perplexity"] == pytest.approx(first["before"]["perplexity"], rel=1e-5)
+    assert len(list((tmp_path / "cache" / "probes").glob("*.json"))) == 2
+    monkeypatch.setenv("TUNELAB_PROBE_CACHE", "0")  # off: scored afresh, the mark is not read
+    assert run("d")["before"]["perplexity"] == pytest.approx(first["before"]["perplexity"])
+
+
 def test_l2sp_holds_pretrained_weights_and_trains_the_head(tiny_bert, keyword_data, tmp_path):
     from transformers import AutoModel, AutoModelForSequenceClassification
 

@@ -218,6 +218,72 @@ def score_probes(probes: dict, model, batch_size: int, accelerator, run_dir: Pat
     return out
 
 
+def probe_cache_key(probes: dict, model, batch_size: int, accelerator) -> str:
+    """Content key of probe scores: the weights themselves, each probe's task settings and rows,
+    the scoring settings and tunelab's own source, so a hit returns what scoring would."""
+    import hashlib
+
+    import torch
+
+    import tunelab
+
+    h = hashlib.sha256()
+    for path in sorted(Path(tunelab.__file__).parent.rglob("*.py")):
+        h.update(path.read_bytes())
+    base = accelerator.unwrap_model(model)
+    h.update(f"{type(base).__name__}|{batch_size}|{_precision_name(accelerator)}".encode())
+    h.update(f"{accelerator.num_processes}".encode())
+    for key, tensor in sorted(base.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    for name, (task, split) in sorted(probes.items()):
+        h.update(json.dumps([name, task.metadata()], sort_keys=True, default=str).encode())
+        h.update(json.dumps([split.features, split.records], default=str).encode())
+    return h.hexdigest()[:24]
+
+
+def cached_probe_scores(probes: dict, model, batch_size: int, accelerator, run_dir: Path,
+                        save_predictions: bool = True, console=None) -> dict[str, dict]:  # fmt: skip
+    """``score_probes(..., "before")`` through a cache keyed by :func:`probe_cache_key`.
+
+    Runs that share a base model, method initialisation and probes (a sweep over samplers or
+    learning rates) score the untrained model once. The cache lives in ``TUNELAB_CACHE/probes``;
+    ``TUNELAB_PROBE_CACHE=0`` turns it off."""
+    from tunelab.models.registry import cache_dir
+
+    if os.environ.get("TUNELAB_PROBE_CACHE", "1") == "0":
+        return score_probes(probes, model, batch_size, accelerator, run_dir, "before",
+                            save_predictions)  # fmt: skip
+    path = (
+        cache_dir() / "probes" / f"{probe_cache_key(probes, model, batch_size, accelerator)}.json"
+    )
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        out = {}
+        for name in probes:
+            metrics, rows = cached[name]["metrics"], cached[name]["rows"]
+            if accelerator.is_main_process:
+                _write_eval(run_dir, f"probe-{name}_before", metrics, rows, save_predictions)
+            out[name] = scalar_metrics(metrics)
+        if console:
+            console.print(f"probes before training: from the cache ({path.name})")
+        return out
+    out, full = {}, {}
+    for name, (task, split) in probes.items():
+        metrics, rows = task.evaluate(model, split, batch_size, accelerator)
+        if accelerator.is_main_process:
+            _write_eval(run_dir, f"probe-{name}_before", metrics, rows, save_predictions)
+        out[name] = scalar_metrics(metrics)
+        full[name] = {"metrics": metrics, "rows": rows}
+    # cached only when the JSON round trip gives back exactly these scores
+    again = json.loads(json.dumps(full, default=str))
+    if accelerator.is_main_process and all(
+        scalar_metrics(again[n]["metrics"]) == out[n] for n in out
+    ):
+        atomic_write_json(path, full)
+    return out
+
+
 def probe_deltas(before: dict, after: dict) -> dict[str, dict[str, Any]]:
     """before, after and after − before for every probe metric both sides have."""
     out = {}
@@ -473,8 +539,9 @@ def train(
     probes_before = None
     if probes:
         if resume is None:
-            probes_before = score_probes(probes, trainer.model, trainer.eval_bs, accelerator,
-                                         run_dir, "before", cfg.output.save_predictions)  # fmt: skip
+            probes_before = cached_probe_scores(probes, trainer.model, trainer.eval_bs,
+                                                accelerator, run_dir, cfg.output.save_predictions,
+                                                console)  # fmt: skip
         else:  # scored when the run started
             probes_before = {
                 n: scalar_metrics(
