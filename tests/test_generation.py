@@ -79,6 +79,32 @@ def test_packed_batch_loss_equals_unpacked(tiny_llama, tmp_path, loss_on):
         assert abs(float(packed_task.loss(model, b)) - float(packed)) > 1e-3
 
 
+def test_packing_fills_rows_up_to_max_length_and_keeps_the_loss(tiny_llama, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    rows = gen_rows(6, 4)
+    for r in rows[:3]:  # three long examples (close to max_length 48), three short ones
+        r["prompt"] += " the plot was very long" * 5
+    packed_task, _ = make_task(tiny_llama, packing=True)
+    plain_task, _ = make_task(tiny_llama)
+    feats = split_of(plain_task, rows, tmp_path).features
+    lengths = [len(f["input_ids"]) for f in feats]
+    layout = packed_task.pack_layout(feats)
+    assert sorted(i for row in layout for i in row) == list(range(6))  # each example once
+    assert all(sum(lengths[i] for i in row) <= 48 for row in layout)
+    assert 1 < len(layout) < 6  # long examples do not share a row; short ones fill in
+    batch = packed_task.collate(feats)
+    assert batch["input_ids"].shape == (
+        len(layout),
+        max(sum(lengths[i] for i in r) for r in layout),
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    with torch.no_grad():
+        packed = packed_task.loss(model, batch)
+        padded = plain_task.loss(model, plain_task.collate(feats))
+    assert float(packed) == pytest.approx(float(padded), abs=1e-4)
+
+
 def test_long_rows_lose_prompt_tokens_never_response_tokens(tiny_llama, tmp_path):
     long = {"prompt": " ".join(["the movie"] * 60), "completion": "good fun"}
     task, _ = make_task(tiny_llama)

@@ -121,8 +121,9 @@ class TaskConfig(Section):
     )
     packing: bool = Field(
         False,
-        description="Causal LMs: pack a batch into one row with per-example positions, so no "
-        "token attends across examples and no compute goes to padding.",
+        description="Causal LMs: pack a batch's examples into rows of up to model.max_length "
+        "tokens with per-example positions, so no token attends across examples and little "
+        "compute goes to padding.",
     )
     metrics: list[Literal["rouge", "bleu", "chrf", "squad", "exact_match", "choice"]] = Field(
         default_factory=list,

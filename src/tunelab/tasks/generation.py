@@ -326,19 +326,49 @@ class GenerationTask(Task):
         import torch
 
         if self.s["packing"] and not self.seq2seq:
-            ids, pos, labels = [], [], []
-            for f in features:
-                n = len(f["input_ids"])
-                ids += f["input_ids"]
-                pos += list(range(n))
-                # the first token of an example is never predicted from the previous example
-                labels += [IGNORE, *list(f["labels"][1:])]
-            return {
-                "input_ids": torch.tensor([ids]),
-                "position_ids": torch.tensor([pos]),
-                "labels": torch.tensor([labels]),
-            }
+            rows = self.pack_layout(features)
+            width = max(sum(len(features[i]["input_ids"]) for i in row) for row in rows)
+            pad = self.pad_id if self.pad_id is not None else 0
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            pos = torch.zeros((len(rows), width), dtype=torch.long)
+            labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+            example = torch.full((len(rows), width), -1, dtype=torch.long)
+            for r, row in enumerate(rows):
+                at = 0
+                for i in row:
+                    f = features[i]
+                    n = len(f["input_ids"])
+                    ids[r, at : at + n] = torch.tensor(f["input_ids"])
+                    pos[r, at : at + n] = torch.arange(n)
+                    # the first token of an example is never predicted from the previous one
+                    labels[r, at + 1 : at + n] = torch.tensor(f["labels"][1:n])
+                    example[r, at : at + n] = i
+                    at += n
+                # the row's padding restarts its positions: a sequence of its own that no
+                # example attends to, with no labels
+                pos[r, at:] = torch.arange(width - at)
+            return {"input_ids": ids, "position_ids": pos, "labels": labels, "example": example}
         return self._pad(features)
+
+    def pack_layout(self, features: list[dict[str, Any]]) -> list[list[int]]:
+        """Packing: the examples of a batch as rows of feature indices, first-fit decreasing
+        into rows of at most ``model.max_length`` tokens. Rows, not one long row: attention
+        costs the square of a row's length, so one row of a whole batch of long examples
+        would cost more than padding them."""
+        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+        rows: list[list[int]] = []
+        room: list[int] = []
+        for i in order:
+            n = len(features[i]["input_ids"])
+            for r, free in enumerate(room):
+                if n <= free:
+                    rows[r].append(i)
+                    room[r] -= n
+                    break
+            else:
+                rows.append([i])
+                room.append(self.max_length - n)
+        return rows
 
     def _pad(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         """One right-padded row per example."""

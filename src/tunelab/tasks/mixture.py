@@ -190,12 +190,11 @@ class MixtureTask(Task):
         batch = self.tasks[self.names[0]].collate(features)
         labels = batch["labels"]
         ids = [f[TASK_KEY] for f in features]
-        if labels.shape[0] == len(features):  # one row per example
+        if "example" not in batch:  # one row per example
             task_of = torch.tensor(ids).unsqueeze(1).expand_as(labels).contiguous()
-        else:  # packed: examples laid end to end in one row
-            task_of = torch.tensor(
-                [[t for f, t in zip(features, ids) for _ in range(len(f["input_ids"]))]]
-            )
+        else:  # packed: examples laid end to end in rows; "example" says whose each token is
+            example = batch.pop("example")
+            task_of = torch.where(example >= 0, torch.tensor(ids)[example.clamp(min=0)], -1)
         batch["label_task"] = task_of
         batch["row_tasks"] = torch.tensor(ids)
         return batch

@@ -354,11 +354,7 @@ class Trainer:
             loss_sum += loss.detach().float()
             if self.trace is not None:
                 self.trace.append([self.train_split.records[i].get("row", i) for i in idx])
-            self.state.tokens += (
-                int(batch["attention_mask"].sum())
-                if "attention_mask" in batch
-                else int(batch["input_ids"].numel())  # a packed row holds no padding
-            )
+            self.state.tokens += sum(len(feats[i]["input_ids"]) for i in idx)  # real tokens
         self.state.examples += n_total * self.acc.num_processes
         max_norm = self.tc.max_grad_norm if self.tc.max_grad_norm is not None else float("inf")
         grad_norm = self.acc.clip_grad_norm_(self.params, max_norm)
