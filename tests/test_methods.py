@@ -39,6 +39,8 @@ def promised(method, name, task, model) -> bool:
     if method == "full":
         return True
     if in_head(name, task, model):
+        if method == "ia3" and ".pooler." in name:
+            return False  # see methods/ia3.py
         return "original_module" not in name  # PEFT keeps a frozen copy of the head
     if method == "freeze":  # the top one of two layers, and what sits above the layers
         layer = re.search(r"\.(layers?|block)\.(\d)\.", name)  # T5: block.N.layer.M

