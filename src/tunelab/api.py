@@ -207,14 +207,18 @@ def load_probes(cfg: RunConfig, tokenizer) -> dict[str, tuple[Any, Any]]:
 
 
 def score_probes(probes: dict, model, batch_size: int, accelerator, run_dir: Path, tag: str,
-                 save_predictions: bool = True) -> dict[str, dict[str, float]]:  # fmt: skip
-    """Score every probe; write ``eval/probe-NAME_TAG.json``; return the scalar metrics."""
+                 save_predictions: bool = True, keep: dict | None = None,
+                 ) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Score every probe; write ``eval/probe-NAME_TAG.json``; return the scalar metrics
+    (``keep``, when given, also receives each probe's full metrics and rows)."""
     out = {}
     for name, (task, split) in probes.items():
         metrics, rows = task.evaluate(model, split, batch_size, accelerator)
         if accelerator.is_main_process:
             _write_eval(run_dir, f"probe-{name}_{tag}", metrics, rows, save_predictions)
         out[name] = scalar_metrics(metrics)
+        if keep is not None:
+            keep[name] = {"metrics": metrics, "rows": rows}
     return out
 
 
@@ -268,13 +272,9 @@ def cached_probe_scores(probes: dict, model, batch_size: int, accelerator, run_d
         if console:
             console.print(f"probes before training: from the cache ({path.name})")
         return out
-    out, full = {}, {}
-    for name, (task, split) in probes.items():
-        metrics, rows = task.evaluate(model, split, batch_size, accelerator)
-        if accelerator.is_main_process:
-            _write_eval(run_dir, f"probe-{name}_before", metrics, rows, save_predictions)
-        out[name] = scalar_metrics(metrics)
-        full[name] = {"metrics": metrics, "rows": rows}
+    full: dict = {}
+    out = score_probes(probes, model, batch_size, accelerator, run_dir, "before",
+                       save_predictions, keep=full)  # fmt: skip
     # cached only when the JSON round trip gives back exactly these scores
     again = json.loads(json.dumps(full, default=str))
     if accelerator.is_main_process and all(
