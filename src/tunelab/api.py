@@ -18,6 +18,7 @@ from tunelab.utils.io import (
     atomic_directory,
     atomic_write_json,
     atomic_write_jsonl,
+    atomic_write_text,
     atomic_write_yaml,
 )
 
@@ -276,11 +277,12 @@ def cached_probe_scores(probes: dict, model, batch_size: int, accelerator, run_d
     out = score_probes(probes, model, batch_size, accelerator, run_dir, "before",
                        save_predictions, keep=full)  # fmt: skip
     # cached only when the JSON round trip gives back exactly these scores
-    again = json.loads(json.dumps(full, default=str))
+    text = json.dumps(full, ensure_ascii=False, default=str)
+    again = json.loads(text)
     if accelerator.is_main_process and all(
         scalar_metrics(again[n]["metrics"]) == out[n] for n in out
     ):
-        atomic_write_json(path, full)
+        atomic_write_text(path, text)
     return out
 
 
