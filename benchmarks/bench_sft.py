@@ -9,6 +9,10 @@ the same learning rate, batch size, number of steps, maximum length (512), loss 
 only, and the same precision (--precision; `auto` = bf16 only on CPUs with native bf16). Every
 run is its own process; the tools alternate (trl, tunelab, trl, ...) and the table shows medians.
 
+TRL runs with its own defaults (SFTConfig turns gradient checkpointing on); `--tools` takes
+variants: `trl:nockpt` turns it off, `tunelab:selective` / `tunelab:full` set tunelab's
+`training.activation_checkpointing` (its default is `none`).
+
 Measured: real (non-padding) training tokens per second of training-step time, peak RSS of the
 process, the mean loss of the last five steps, and achieved GFLOP/s (4 x parameters x tokens:
 forward plus the backward pass through the frozen weights; LoRA's own weight gradients are
@@ -111,6 +115,7 @@ def run_trl(args) -> dict:
         completion_only_loss=True,
         seed=args.seed,
         dataloader_num_workers=0,
+        **({"gradient_checkpointing": False} if args.variant == "nockpt" else {}),
     )
     peft_cfg = LoraConfig(
         r=LORA["r"],
@@ -158,6 +163,7 @@ def run_tunelab(args) -> dict:
                 "save_checkpoints": False,
                 "progress": False,
                 "seed": args.seed,
+                "activation_checkpointing": args.variant or "none",
             },
             "output": {"dir": args.tmp, "name": "run", "overwrite": True},
         }
@@ -177,7 +183,8 @@ def worker(args) -> None:
     import torch
 
     torch.manual_seed(args.seed)
-    result = run_trl(args) if args.worker == "trl" else run_tunelab(args)
+    tool, _, args.variant = args.worker.partition(":")
+    result = run_trl(args) if tool == "trl" else run_tunelab(args)
     result["peak_rss_mb"] = peak_rss_mb()
     Path(args.result).write_text(json.dumps(result))
 
@@ -190,9 +197,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    ap.add_argument("--tools", default="trl,tunelab")
+    ap.add_argument("--tools", default="trl,tunelab,tunelab:selective",
+                    help="comma-separated: trl, trl:nockpt, tunelab, tunelab:selective, "
+                    "tunelab:full")  # fmt: skip
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sft.json"))
-    ap.add_argument("--worker", choices=["trl", "tunelab"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -216,13 +225,16 @@ def main() -> int:
     info = prepare(data, args.steps * args.batch_size, args.seed)
     peaks = {d: matmul_peak(d) for d in ("fp32", "bf16")}
     tools = args.tools.split(",")
+    known = {"trl", "trl:nockpt", "tunelab", "tunelab:none", "tunelab:selective", "tunelab:full"}
+    if set(tools) - known:
+        ap.error(f"--tools: unknown {sorted(set(tools) - known)}; known: {sorted(known)}")
     runs: dict[str, list[dict]] = {t: [] for t in tools}
     for rep in range(args.repeats):
         for tool in tools:
-            result = work / f"{tool}-{rep}.json"
+            result = work / f"{tool.replace(':', '-')}-{rep}.json"
             cmd = [
                 sys.executable, __file__, "--worker", tool, "--data", str(data),
-                "--tmp", str(work / f"{tool}-out"), "--result", str(result),
+                "--tmp", str(work / f"{tool.replace(':', '-')}-out"), "--result", str(result),
                 "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                 "--lr", str(args.lr), "--seed", str(args.seed), "--precision", precision,
             ]  # fmt: skip
@@ -253,12 +265,13 @@ def main() -> int:
             f"{s['gflops']:.1f}", f"{100 * s['gflops'] / peaks['fp32']:.0f}",
             f"{100 * s['gflops'] / peaks['bf16']:.0f}",
         )  # fmt: skip
-    if "trl" in summary and "tunelab" in summary:
-        a, b = summary["tunelab"], summary["trl"]
-        t.add_row(
-            "tunelab / trl", f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}x",
-            f"{a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x", "", "", "", "",
-        )  # fmt: skip
+    for mine in (t for t in summary if t.startswith("tunelab")):
+        for peer in (t for t in summary if t.startswith("trl")):
+            a, b = summary[mine], summary[peer]
+            t.add_row(
+                f"{mine} / {peer}", f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}x",
+                f"{a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x", "", "", "", "",
+            )  # fmt: skip
     Console().print(t)
     print(f"matmul peak 2048x2048: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f}")
     Path(args.out).write_text(

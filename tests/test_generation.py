@@ -105,6 +105,37 @@ def test_packing_fills_rows_up_to_max_length_and_keeps_the_loss(tiny_llama, tmp_
     assert float(packed) == pytest.approx(float(padded), abs=1e-4)
 
 
+def test_right_padded_batches_drop_the_mask_and_keep_the_loss(tiny_llama, tmp_path):
+    """Causal rows padded on the right run without the mask (SDPA's causal kernel): every
+    example's loss is what it is with the mask, and a mask with holes is kept."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    rows = gen_rows(4, 2)
+    rows[0]["prompt"] += " the plot was very quite long indeed and slow"  # uneven lengths
+    task, _ = make_task(tiny_llama)
+    feats = split_of(task, rows, tmp_path).features
+    batch = task.collate(feats)
+    assert (batch["attention_mask"] == 0).any()  # there is padding to skip
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    seen = []
+    model.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw.get("attention_mask")), with_kwargs=True
+    )
+    with torch.no_grad():
+        nll, _, _ = task.token_losses(model, dict(batch))
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert seen[0] is None
+    ref = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                          ignore_index=IGNORE, reduction="sum")  # fmt: skip
+    assert float(nll.sum()) == pytest.approx(float(ref), rel=1e-5)
+    holed = dict(batch, attention_mask=batch["attention_mask"].clone())
+    holed["attention_mask"][0, 1] = 0
+    with torch.no_grad():
+        task.token_losses(model, holed)
+    assert seen[-1] is not None
+
+
 def test_long_rows_lose_prompt_tokens_never_response_tokens(tiny_llama, tmp_path):
     long = {"prompt": " ".join(["the movie"] * 60), "completion": "good fun"}
     task, _ = make_task(tiny_llama)
@@ -297,15 +328,75 @@ def test_activation_checkpointing_gives_the_same_training(
 
     monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable", spy)
     losses = {}
-    for ckpt in (False, True):
+    for ckpt in (False, True, "selective"):
         cfg = tiny_config(tiny_llama, gen_data, tmp_path / f"runs{ckpt}", method="lora", **{
             "task.type": "generation", "task.format": "prompt_completion",
             "training.max_steps": 5, "training.activation_checkpointing": ckpt,
             "model.max_length": 32,
         })  # fmt: skip
         losses[ckpt] = tunelab.train(cfg).metrics["loss"]
-    assert enabled == ["LlamaForCausalLM"]  # switched on for the second run only
+    assert enabled == ["LlamaForCausalLM"] * 2  # switched on for the second and third runs
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+    assert losses["selective"] == pytest.approx(losses[False], abs=1e-5)
+
+
+def test_selective_checkpointing_keeps_matmuls_and_recomputes_the_rest(tiny_llama):
+    """In the backward pass, selective checkpointing recomputes element-wise ops and LoRA's
+    rank-r products but no full-width matmul (full checkpointing redoes those too); the
+    gradients are those of no checkpointing."""
+    from collections import Counter
+
+    from peft import LoraConfig, get_peft_model
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.config import load_config
+    from tunelab.training.recompute import enable_checkpointing
+
+    cfg = load_config({"training": {"activation_checkpointing": False}})
+    assert cfg.training.activation_checkpointing == "none"
+    with pytest.raises(Exception, match="activation_checkpointing"):
+        load_config({"training": {"activation_checkpointing": "some"}})
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.mm.default:
+                self.seen[("mm", args[0].shape[-1])] += 1
+            elif func is torch.ops.aten.silu.default:
+                self.seen[("silu",)] += 1
+            return func(*args, **(kwargs or {}))
+
+    ids = torch.randint(5, 100, (2, 24), generator=torch.Generator().manual_seed(0))
+    out = {}
+    for mode in ("none", "selective", "full"):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+        if mode != "none":
+            enable_checkpointing(base, mode)
+        else:  # as checkpointing does: the same backward graph, bar the recomputation
+            base.enable_input_require_grads()
+        model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear"))
+        model.train()
+        loss = model(input_ids=ids, labels=ids).loss
+        with Ops() as ops:
+            loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        out[mode] = (loss.item(), ops.seen, grads)
+    layers, hidden = base.config.num_hidden_layers, base.config.hidden_size
+    # selective redoes each layer's SiLU and LoRA up-projections (inner dimension r=4): 6 of
+    # its 7, as recomputation stops once nothing later is needed (down_proj's is only added)
+    assert out["selective"][1] - out["none"][1] == Counter({("mm", 4): 6 * layers,
+                                                            ("silu",): layers})  # fmt: skip
+    assert (out["full"][1] - out["none"][1])[("mm", hidden)] > 0  # full redoes q/k/v/gate/up
+    for mode in ("selective", "full"):
+        assert out[mode][0] == pytest.approx(out["none"][0], abs=1e-6)
+        assert out[mode][2].keys() == out["none"][2].keys()
+        for n, g in out["none"][2].items():
+            assert torch.allclose(out[mode][2][n], g, atol=1e-6), n
 
 
 def test_template_labels_from_text_cells_map_to_names(tiny_llama, tmp_path):

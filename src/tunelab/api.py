@@ -472,17 +472,15 @@ def train(
         from tunelab.training.fast_dropout import use_fast_dropout
 
         use_fast_dropout(model)
-    if cfg.training.activation_checkpointing:
+    if cfg.training.activation_checkpointing != "none":
+        from tunelab.training.recompute import enable_checkpointing
+
         base = method.unwrap(model)
         if not getattr(base, "supports_gradient_checkpointing", False):
             raise ConfigError(
                 f"training.activation_checkpointing: {type(base).__name__} does not support it"
             )
-        # non-reentrant checkpointing needs no gradient on the (often frozen) inputs
-        if hasattr(base, "activation_checkpointing_enable"):  # the newer transformers 5 name
-            base.activation_checkpointing_enable({"use_reentrant": False})
-        else:
-            base.gradient_checkpointing_enable({"use_reentrant": False})
+        enable_checkpointing(base, cfg.training.activation_checkpointing)
     params = parameter_report(model)
     if console:
         console.print(

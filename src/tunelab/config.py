@@ -435,11 +435,19 @@ class TrainingConfig(Section):
         "values by lr·α·(θ−θ₀) each step (decoupled, like AdamW's decay); the new head is "
         "exempt. Counters forgetting; unset: off.",
     )
-    activation_checkpointing: bool = Field(
-        False,
-        description="Recompute layer activations in the backward pass instead of keeping them: "
-        "less memory, about a third more compute.",
+    activation_checkpointing: Literal["none", "selective", "full"] = Field(
+        "none",
+        description="Recompute activations in the backward pass instead of keeping them. "
+        "`full`: every layer's forward runs twice (least memory, the most compute); "
+        "`selective`: matmul and attention outputs are kept, only the cheap element-wise ops "
+        "(norms, activations, rotary embeddings, LoRA's rank-r products) are recomputed; "
+        "`none`: keep everything. YAML true/false mean full/none.",
     )
+
+    @field_validator("activation_checkpointing", mode="before")
+    @classmethod
+    def _checkpointing_bool(cls, v: Any) -> Any:
+        return {True: "full", False: "none"}.get(v, v) if isinstance(v, bool) else v
 
 
 class OutputConfig(Section):

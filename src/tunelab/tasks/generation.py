@@ -34,6 +34,11 @@ def is_seq2seq(model_or_config) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
+def _right_padded(mask) -> bool:
+    """True when every row of a [B, L] attention mask is ones then zeros (or all ones)."""
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
 class GenerationTask(Task):
     kind = "generation"
     auto_class = "AutoModelForCausalLM"
@@ -407,6 +412,12 @@ class GenerationTask(Task):
             logits = model(**inputs, labels=labels).logits.float()
             nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
             return nll, labels.flatten(), lambda x: x.flatten()
+        mask = inputs.get("attention_mask")
+        if mask is not None and "position_ids" not in inputs and _right_padded(mask):
+            # a causal row's real tokens never attend to the padding after them, so the mask
+            # changes nothing they compute; without it, SDPA runs its causal kernel, which
+            # skips the upper triangle (a padded mask makes it compute every query-key pair)
+            del inputs["attention_mask"]
         target = labels[:, 1:]
         # positions whose next token is learned, in any row: only there is the LM head needed
         keep = (target != IGNORE).any(0).nonzero().flatten()
