@@ -340,6 +340,24 @@ def test_activation_checkpointing_gives_the_same_training(
     assert losses["selective"] == pytest.approx(losses[False], abs=1e-5)
 
 
+@pytest.mark.parametrize("method", ["prefix", "prompt", "adapter", "ia3"])  # Llama: no bitfit
+def test_checkpointing_trains_every_method_alike(tiny_llama, gen_data, tmp_path, method):
+    """Recomputation reruns each layer's forward: methods that act inside the layers (prefix
+    keys/values, adapters, IA3 scales) must see the same state then, or the losses drift."""
+    import tunelab
+
+    losses = {}
+    for ckpt in ("none", "selective", "full"):
+        cfg = tiny_config(tiny_llama, gen_data, tmp_path / ckpt, method=method, **{
+            "task.type": "generation", "task.format": "prompt_completion",
+            "training.max_steps": 3, "training.activation_checkpointing": ckpt,
+            "training.eval_every": 100, "model.max_length": 32,
+        })  # fmt: skip
+        losses[ckpt] = tunelab.train(cfg).metrics["loss"]
+    assert losses["selective"] == pytest.approx(losses["none"], abs=1e-5)
+    assert losses["full"] == pytest.approx(losses["none"], abs=1e-5)
+
+
 def test_selective_checkpointing_keeps_matmuls_and_recomputes_the_rest(tiny_llama):
     """In the backward pass, selective checkpointing recomputes element-wise ops and LoRA's
     rank-r products but no full-width matmul (full checkpointing redoes those too); the

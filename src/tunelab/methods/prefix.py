@@ -200,12 +200,24 @@ def _make_prefix_model():
             if self._takes_use_cache:
                 inputs.setdefault("use_cache", False)  # the prefix is the only cache here
             self._kv = self.prefixes()
+            # activation checkpointing reruns the layers (and these hooks) in the backward
+            # pass: they must find this forward's prefixes then; the next forward replaces them
+            recompute = self.training and torch.is_grad_enabled() and _checkpointing(self.base)
             try:
                 return self.base(**inputs)
             finally:
-                self._kv = None
+                if not recompute:
+                    self._kv = None
 
     return PrefixTuned
+
+
+def _checkpointing(model) -> bool:
+    """Whether a transformers model has activation checkpointing on."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # new name first
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
 
 
 class PrefixTuning(OwnMethod):
