@@ -272,7 +272,7 @@ def main() -> int:
                 f"{mine} / {peer}", f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}x",
                 f"{a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x", "", "", "", "",
             )  # fmt: skip
-    Console().print(t)
+    Console(width=120).print(t)
     print(f"matmul peak 2048x2048: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f}")
     Path(args.out).write_text(
         json.dumps(
