@@ -487,3 +487,26 @@ def test_choice_scoring_matches_a_direct_computation(tiny_llama, tmp_path):
     assert metrics["acc"] == pytest.approx(100 * hits / len(out))
     with pytest.raises(ConfigError, match="task.metrics has choice: give the options"):
         load_config({"task": {"type": "generation", "metrics": ["choice"]}})
+
+
+def test_selective_policy_keeps_wide_matmuls_and_redoes_attention_with_dropout():
+    from torch.utils.checkpoint import CheckpointPolicy as P
+
+    from tunelab.config import load_config
+    from tunelab.training.recompute import _policy
+
+    policy, aten = _policy(), torch.ops.aten
+    x = lambda *s: torch.empty(*s)  # noqa: E731
+    assert policy(None, aten.mm.default, x(4, 768), x(768, 3072)) == P.MUST_SAVE  # GPT-2 MLP up
+    assert policy(None, aten.mm.default, x(4, 32), x(32, 64)) == P.MUST_SAVE  # narrow model
+    assert policy(None, aten.mm.default, x(4, 8), x(8, 768)) == P.PREFER_RECOMPUTE  # LoRA's B
+    assert policy(None, aten.addmm.default, x(768), x(4, 8), x(8, 768)) == P.PREFER_RECOMPUTE
+    assert policy(None, aten.mul.Tensor, x(4), x(4)) == P.PREFER_RECOMPUTE
+    sdpa = aten._scaled_dot_product_flash_attention_for_cpu.default
+    q = x(1, 2, 4, 8)
+    assert policy(None, sdpa, q, q, q) == P.MUST_SAVE
+    assert policy(None, sdpa, q, q, q, 0.1) == P.PREFER_RECOMPUTE  # its random draws recur
+    assert policy(None, sdpa, q, q, q, dropout_p=0.1) == P.PREFER_RECOMPUTE
+    for value, mode in (("true", "full"), (1, "full"), (0, "none"), ("Selective", "selective")):
+        cfg = load_config({"training": {"activation_checkpointing": value}})
+        assert cfg.training.activation_checkpointing == mode

@@ -447,7 +447,10 @@ class TrainingConfig(Section):
     @field_validator("activation_checkpointing", mode="before")
     @classmethod
     def _checkpointing_bool(cls, v: Any) -> Any:
-        return {True: "full", False: "none"}.get(v, v) if isinstance(v, bool) else v
+        words = {True: "full", False: "none", "true": "full", "false": "none"}
+        if isinstance(v, bool | int) and v in (0, 1):
+            return words[bool(v)]
+        return words.get(v.lower(), v.lower()) if isinstance(v, str) else v
 
 
 class OutputConfig(Section):

@@ -1,23 +1,34 @@
-"""BitFit (Ben Zaken et al., 2022): only bias terms and the task head train."""
+"""BitFit (Ben Zaken et al., 2022): only bias terms and the task head train.
+
+PEFT has no BitFit, so it saves in tunelab's own format (see ``methods/own.py``): the biases
+and the head, well under 1 % of a full model. ``tunelab merge`` writes them into the base
+model as a plain transformers folder (exact: BitFit changes no structure)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tunelab.errors import ConfigError
 from tunelab.methods.base import in_head
-from tunelab.methods.full import FullFineTuning
+from tunelab.methods.own import OwnMethod
 
 
-class BitFit(FullFineTuning):
+class BitFit(OwnMethod):
     name = "bitfit"
-    description = "Train only the bias terms and the task head."
+    description = "Train only the bias terms and the task head; saves just those."
 
     def apply(self, model, cfg, head_modules: list[str], tokenizer=None):
+        self.settings, self.heads = {}, list(head_modules)  # BitFit has no settings
+        model = self.build(model, self.settings, tokenizer, initialise=True)
+        self._train_heads(model)
+        return model
+
+    def build(self, model, settings: dict[str, Any], tokenizer=None, initialise: bool = True):
         n_bias = 0
         for name, p in model.named_parameters():
-            head = in_head(name, head_modules)
-            is_bias = name.endswith(".bias") and not head
+            is_bias = name.endswith(".bias") and not in_head(name, self.heads)
             n_bias += is_bias
-            p.requires_grad_(head or is_bias)
+            p.requires_grad_(is_bias)
         if n_bias == 0:
             from tunelab.methods.registry import method_names
 
@@ -27,4 +38,10 @@ class BitFit(FullFineTuning):
                 f"(Llama-family models have none), so BitFit would train only the head; "
                 f"use one of: {fits}"
             )
+        return model
+
+    def merge(self, model):
+        """The loaded model already holds the trained biases in place: it is the merge."""
+        for p in model.parameters():
+            p.requires_grad_(False)
         return model

@@ -186,6 +186,11 @@ def _make_prefix_model():
 
             return hook
 
+        def train(self, mode: bool = True):
+            if not mode:
+                self._kv = None  # a training forward's prefixes, kept for recomputation
+            return super().train(mode)
+
         def generate(self, **kwargs):
             """``generate`` of the base model, its attention layers seeing the prefixes."""
             self._kv = self.prefixes()

@@ -34,6 +34,20 @@ def is_seq2seq(model_or_config) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
+def _causal_sdpa(model) -> bool:
+    """Whether ``model`` (or the model a method wraps) is a causal decoder attending through
+    SDPA, whose mask serves attention only (flash-attention-2 also unpads with it; remote code
+    and bidirectional decoders may differ)."""
+    config = getattr(model, "config", None) or getattr(getattr(model, "base", None), "config", None)
+    return (
+        config is not None
+        and getattr(config, "_attn_implementation", None) == "sdpa"
+        and not getattr(config, "is_encoder_decoder", False)
+        and not getattr(config, "use_bidirectional_attention", False)
+        and not getattr(config, "auto_map", None)
+    )
+
+
 def _right_padded(mask) -> bool:
     """True when every row of a [B, L] attention mask is ones then zeros (or all ones)."""
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
@@ -413,7 +427,12 @@ class GenerationTask(Task):
             nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
             return nll, labels.flatten(), lambda x: x.flatten()
         mask = inputs.get("attention_mask")
-        if mask is not None and "position_ids" not in inputs and _right_padded(mask):
+        if (
+            mask is not None
+            and "position_ids" not in inputs
+            and _causal_sdpa(model)
+            and _right_padded(mask)
+        ):
             # a causal row's real tokens never attend to the padding after them, so the mask
             # changes nothing they compute; without it, SDPA runs its causal kernel, which
             # skips the upper triangle (a padded mask makes it compute every query-key pair)

@@ -13,9 +13,19 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-# a matmul whose output is this many times wider than its inner dimension is a low-rank
-# up-projection (LoRA's B: rank r in, the layer's width out): cheaper to redo than to keep
-LOW_RANK_RATIO = 4
+# a matmul with an inner dimension this small, and an output at least LOW_RANK_RATIO times
+# wider, is a low-rank up-projection (LoRA's B: rank r in, the layer's width out): cheaper to
+# redo than to keep. (The ratio alone would also catch MLP up-projections, e.g. GPT-2's 4x.)
+LOW_RANK_MAX, LOW_RANK_RATIO = 256, 4
+
+
+def _dropout_p(op, args, kwargs) -> float:
+    """An attention op's dropout probability (0 when it has none)."""
+    for i, arg in enumerate(op._schema.arguments):
+        if arg.name == "dropout_p":
+            value = kwargs.get("dropout_p", args[i] if i < len(args) else arg.default_value)
+            return float(value or 0.0)
+    return 0.0
 
 
 def _policy():
@@ -39,10 +49,15 @@ def _policy():
 
     def policy(ctx, op, *args, **kwargs):
         if op in attention:
+            # with dropout, a kept output would skip the kernel's random draws in the backward
+            # pass, and every later dropout of the layer would redraw a different mask
+            if _dropout_p(op, args, kwargs) > 0:
+                return CheckpointPolicy.PREFER_RECOMPUTE
             return CheckpointPolicy.MUST_SAVE
         if op in matmuls:
             left, right = args[1:3] if op is aten.addmm.default else args[:2]
-            if LOW_RANK_RATIO * left.shape[-1] > right.shape[-1]:
+            inner, width = left.shape[-1], right.shape[-1]
+            if inner > LOW_RANK_MAX or LOW_RANK_RATIO * inner > width:
                 return CheckpointPolicy.MUST_SAVE
         return CheckpointPolicy.PREFER_RECOMPUTE
 
