@@ -42,6 +42,4 @@ class BitFit(OwnMethod):
 
     def merge(self, model):
         """The loaded model already holds the trained biases in place: it is the merge."""
-        for p in model.parameters():
-            p.requires_grad_(False)
         return model
