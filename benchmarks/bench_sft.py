@@ -265,8 +265,8 @@ def main() -> int:
             f"{s['gflops']:.1f}", f"{100 * s['gflops'] / peaks['fp32']:.0f}",
             f"{100 * s['gflops'] / peaks['bf16']:.0f}",
         )  # fmt: skip
-    for mine in (t for t in summary if t.startswith("tunelab")):
-        for peer in (t for t in summary if t.startswith("trl")):
+    for mine in (k for k in summary if k.startswith("tunelab")):
+        for peer in (k for k in summary if k.startswith("trl")):
             a, b = summary[mine], summary[peer]
             t.add_row(
                 f"{mine} / {peer}", f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}x",

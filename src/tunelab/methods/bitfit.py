@@ -17,12 +17,6 @@ class BitFit(OwnMethod):
     name = "bitfit"
     description = "Train only the bias terms and the task head; saves just those."
 
-    def apply(self, model, cfg, head_modules: list[str], tokenizer=None):
-        self.settings, self.heads = {}, list(head_modules)  # BitFit has no settings
-        model = self.build(model, self.settings, tokenizer, initialise=True)
-        self._train_heads(model)
-        return model
-
     def build(self, model, settings: dict[str, Any], tokenizer=None, initialise: bool = True):
         n_bias = 0
         for name, p in model.named_parameters():

@@ -21,8 +21,8 @@ FORMAT_VERSION = 1
 class OwnMethod(Method):
     """A method whose weights tunelab saves itself (see the module docstring)."""
 
-    #: the config section holding this method's settings
-    section: str
+    #: the config section holding this method's settings (None: the method has none)
+    section: str | None = None
     #: whether ``build`` wraps the model in a module holding it as ``.base`` (prefix, prompt)
     wraps_model: bool = False
     #: why ``merge`` is impossible for this method
@@ -40,7 +40,7 @@ class OwnMethod(Method):
     def apply(self, model, cfg, head_modules: list[str], tokenizer=None):
         for p in model.parameters():
             p.requires_grad_(False)
-        self.settings = getattr(cfg, self.section).model_dump()
+        self.settings = getattr(cfg, self.section).model_dump() if self.section else {}
         self.heads = list(head_modules)
         model = self.build(model, self.settings, tokenizer, initialise=True)
         self._train_heads(model)

@@ -35,14 +35,12 @@ def is_seq2seq(model_or_config) -> bool:
 
 
 def _causal_sdpa(model) -> bool:
-    """Whether ``model`` (or the model a method wraps) is a causal decoder attending through
-    SDPA, whose mask serves attention only (flash-attention-2 also unpads with it; remote code
-    and bidirectional decoders may differ)."""
-    config = getattr(model, "config", None) or getattr(getattr(model, "base", None), "config", None)
+    """Whether ``model`` (a decoder; tunelab's method wrappers pass their base's config on)
+    attends through SDPA, whose mask serves attention only (flash-attention-2 also unpads with
+    it; remote code and bidirectional decoders may differ)."""
+    config = getattr(model, "config", None)
     return (
-        config is not None
-        and getattr(config, "_attn_implementation", None) == "sdpa"
-        and not getattr(config, "is_encoder_decoder", False)
+        getattr(config, "_attn_implementation", None) == "sdpa"
         and not getattr(config, "use_bidirectional_attention", False)
         and not getattr(config, "auto_map", None)
     )
