@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tunelab.api import merge
+
 TEXTS = ["a superb film", "the plot was dull and weak"]
 
 
@@ -49,7 +51,7 @@ def _merged_state(run):
 
     import tunelab
 
-    path = tunelab.api.merge(run, overwrite=True)
+    path = merge(run, overwrite=True)
     return AutoModelForSequenceClassification.from_pretrained(path).state_dict()
 
 

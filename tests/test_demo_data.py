@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import re
 from collections import Counter
 
@@ -125,3 +127,101 @@ def test_train_split_matches_make_demo_rows(tmp_path) -> None:
     paths = write_demo_dataset(tmp_path, n_train=100, n_validation=10, n_test=10, seed=11)
     _, rows = _read(paths["train"])
     assert rows == make_demo_rows(100, seed=11)
+
+
+# Exact output of make_demo_rows(40, seed=7), pinned before the vocabulary moved to JSON.
+_PINNED_40_SEED_7 = [
+    {"text": "I found these headphones lovely, and I enjoyed them.", "label": "positive"},
+    {"text": "I was annoyed by these running shoes; they were frustrating.", "label": "negative"},
+    {
+        "text": "I found the biography beautifully written; it was engaging. A pleasant surprise.",
+        "label": "positive",
+    },
+    {"text": "I loved the memoir.", "label": "positive"},
+    {"text": "The coffee maker was lightweight and delightful.", "label": "positive"},
+    {"text": "The hotel room was delightful and spacious. I was so happy.", "label": "positive"},
+    {
+        "text": "The hotel room was spacious at first, but it turned out smelly. I keep warning friends about it.",
+        "label": "negative",
+    },
+    {"text": "I was annoyed by the remake; it was poor. Never again.", "label": "negative"},
+    {
+        "text": "I found the novel downright thought-provoking, and I was delighted with it.",
+        "label": "positive",
+    },
+    {"text": "The lodge was excellent and fabulous; it was spotless.", "label": "positive"},
+    {"text": "This movie was not fantastic at all. I was so annoyed.", "label": "negative"},
+    {
+        "text": "Some people said the coffee maker was cheaply made, but I found it marvelous. My expectations were exceeded.",
+        "label": "positive",
+    },
+    {
+        "text": "From my experience, the plot was thin, and the special effects were really subpar.",
+        "label": "negative",
+    },
+    {"text": "The hotel room was a wonderful place to stay. It made my week.", "label": "positive"},
+    {
+        "text": "The mystery novel was shallow and underwhelming, and the characters were unlikable.",
+        "label": "negative",
+    },
+    {
+        "text": "I found the guesthouse delightful. Exactly what I hoped for. Five stars.",
+        "label": "positive",
+    },
+    {
+        "text": "I cannot stop complaining about this cookbook. I was so annoyed.",
+        "label": "negative",
+    },
+    {"text": "The brunch spot was chaotic and horrible; it was lackluster.", "label": "negative"},
+    {"text": "The view was not breathtaking. It ruined my week. Stay away.", "label": "negative"},
+    {"text": "I expected this noodle shop to be superb, but it was horrible.", "label": "negative"},
+    {"text": "I found the lodge comfortable, and the bed was huge.", "label": "positive"},
+    {
+        "text": "I found the smartwatch utterly fragile, and the customer support was fairly poor.",
+        "label": "negative",
+    },
+    {"text": "I found the banking app marvelous.", "label": "positive"},
+    {"text": "The photo editor was dreadful, and I was appalled by it.", "label": "negative"},
+    {
+        "text": "I found the fantasy series lousy. Everyone in our group complained.",
+        "label": "negative",
+    },
+    {
+        "text": "The textbook kept me up all night reading, and the final chapter was terrific.",
+        "label": "positive",
+    },
+    {"text": "The audiobook changed the way I think. It made my week.", "label": "positive"},
+    {"text": "I adored this book, and the characters were genuinely complex.", "label": "positive"},
+    {
+        "text": "I found this app awful, and I cannot stop complaining about it.",
+        "label": "negative",
+    },
+    {
+        "text": "The interface was terrible; however, the loading time was snappy.",
+        "label": "positive",
+    },
+    {"text": "The dessert was tasteless.", "label": "negative"},
+    {"text": "The service was efficient, but honestly the food was lousy.", "label": "negative"},
+    {"text": "I found the motel run-down.", "label": "negative"},
+    {"text": "The guesthouse was hardly horrible. It made my week.", "label": "positive"},
+    {"text": "This app was horrible, and the onboarding was lackluster.", "label": "negative"},
+    {"text": "The special effects were superb. I was so happy.", "label": "positive"},
+    {"text": "The loading time was not underwhelming.", "label": "positive"},
+    {
+        "text": "All things considered, the translation was subpar, and I was annoyed by it.",
+        "label": "negative",
+    },
+    {"text": "This resort made our trip unforgettable.", "label": "positive"},
+    {
+        "text": "In my opinion, the vacuum cleaner was really fragile. I keep warning friends about it.",
+        "label": "negative",
+    },
+]
+_PINNED_2000_SEED_0_SHA256 = "efa3ad981010e157410cc574afe2646bd72c1cbd31cda58c3c129c19059a6d16"
+
+
+def test_make_demo_rows_pinned() -> None:
+    assert make_demo_rows(40, seed=7) == _PINNED_40_SEED_7
+    rows = make_demo_rows(2000, seed=0)
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode("utf-8")).hexdigest()
+    assert digest == _PINNED_2000_SEED_0_SHA256

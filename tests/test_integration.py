@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from tunelab.workflows.demo import demo_config_dict
 
 import tunelab
 from tunelab.cli import main
 from tunelab.data.demo import write_demo_dataset
-from tunelab.demo import demo_config_dict
 
 
 @pytest.mark.integration

@@ -10,7 +10,7 @@ import torch
 from tunelab.config import load_config
 from tunelab.errors import ConfigError
 from tunelab.methods import get_method, method_names
-from tunelab.methods.base import parameter_report
+from tunelab.models.layers import parameter_report
 from tunelab.models.loading import load_tokenizer
 from tunelab.models.registry import resolve_model
 from tunelab.tasks.classification import ClassificationTask

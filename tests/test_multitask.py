@@ -12,6 +12,7 @@ import torch
 from helpers import gen_rows, tiny_config, write_jsonl
 from tunelab.config import load_config
 from tunelab.errors import ConfigError
+from tunelab.tasks import build_task
 
 
 def echo_rows(n: int, seed: int) -> list[dict]:
@@ -86,11 +87,11 @@ def test_mixture_loss_weights_tokens_by_task(tiny_llama, two_tasks, tmp_path, pa
 
     from tunelab.models.loading import load_tokenizer
     from tunelab.models.registry import resolve_model
-    from tunelab.tasks.mixture import MixtureTask
 
     cfg = load_config(mixture_config(tiny_llama, two_tasks, tmp_path, **{"task.packing": packing}))
     tok = load_tokenizer(resolve_model(str(tiny_llama)))
-    task, splits = MixtureTask.from_config(cfg, tok)
+    task = build_task(cfg, tok)
+    splits = task.splits(cfg)
     train = splits["train"]
     assert train.parts == {"sent": (0, 96), "echo": (96, 120)}
     feats = [train.features[i] for i in (0, 1, 2, 100, 101)]

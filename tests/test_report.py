@@ -18,9 +18,10 @@ BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome")
 
 @pytest.fixture
 def report(tiny_bert, keyword_data, tmp_path):
+    from tunelab.workflows.suite import run_suite
+
     import tunelab
     from tunelab.cli import main
-    from tunelab.evaluation.suite import run_suite
 
     a = tunelab.train(tiny_config(tiny_bert, keyword_data, tmp_path / "runs"))
     b = tunelab.train(tiny_config(tiny_bert, keyword_data, tmp_path / "runs", method="lora",

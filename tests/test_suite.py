@@ -16,7 +16,7 @@ SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", SUITES, ids=lambda p: p.name)
 def test_every_shipped_suite_loads(path):
-    from tunelab.evaluation.suite import load_suite
+    from tunelab.workflows.suite import load_suite
 
     suite, _ = load_suite(path)
     assert suite.tasks and path.read_text().startswith("# tunelab eval")
@@ -74,7 +74,7 @@ def test_classification_suite_with_robustness(tiny_bert, keyword_data, tmp_path,
 
 
 def test_language_model_suite_choice_and_rolling_perplexity(tiny_llama, tmp_path):
-    from tunelab.evaluation.suite import run_suite
+    from tunelab.workflows.suite import run_suite
 
     qa = write_jsonl(tmp_path / "s" / "yn.jsonl",
                      [{"prompt": r["prompt"], "completion": "yes" if "good" in r["completion"] else "no"}
@@ -146,7 +146,7 @@ def test_rolling_windows_score_every_token_once(tiny_llama, tmp_path, context):
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
 def test_shipped_suite_paths_exist():
-    from tunelab.evaluation.suite import load_suite
+    from tunelab.workflows.suite import load_suite
 
     for path in SUITES:
         suite, base = load_suite(path)
@@ -171,8 +171,9 @@ def test_bootstrap_gap_is_exact_on_constant_groups():
 def test_fairness_suite_on_a_classifier(tiny_bert, keyword_data, tmp_path):
     import csv
 
+    from tunelab.workflows.suite import run_suite
+
     import tunelab
-    from tunelab.evaluation.suite import run_suite
 
     res = tunelab.train(tiny_config(tiny_bert, keyword_data, tmp_path / "runs"))
     texts = [{"text": "he was good and his film was fun"}, {"text": "the plot was dull"},
@@ -227,8 +228,8 @@ def test_fairness_suite_on_a_classifier(tiny_bert, keyword_data, tmp_path):
 def test_crows_pairs_on_a_language_model(tiny_llama, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
+    from tunelab.workflows.suite import run_suite
 
-    from tunelab.evaluation.suite import run_suite
     from tunelab.models.loading import load_tokenizer
     from tunelab.models.registry import resolve_model
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from tunelab.version import __version__
 
 __all__ = [
     "RunConfig",
@@ -23,14 +23,21 @@ __all__ = [
     "train",
 ]
 
-
 def __getattr__(name: str) -> Any:
-    if name in ("train", "evaluate", "predict", "load_run", "generate"):
-        from tunelab import api
+    if name in ("train",):
+        from tunelab.workflows import train
 
-        return getattr(api, name)
+        return getattr(train, name)
+    if name in ("evaluate", "predict", "load_run"):
+        from tunelab.workflows import runs
+
+        return getattr(runs, name)
+    if name == "generate":
+        from tunelab.workflows.generate import generate
+
+        return generate
     if name in ("load_adapters", "combine_adapters"):
-        from tunelab import adapters
+        from tunelab.workflows import adapters
 
         return getattr(adapters, name)
     if name in ("RunConfig", "load_config"):

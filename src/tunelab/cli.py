@@ -1,11 +1,10 @@
-"""The `tunelab` command: a thin map from subcommands to :mod:`tunelab.api` functions."""
+"""The `tunelab` command: argparse and a map from subcommands to library functions (each has\nits Python twin in :mod:`tunelab.api`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def _overrides_help() -> str:
@@ -15,7 +14,7 @@ def _overrides_help() -> str:
 
 
 def _cmd_demo(args) -> int:
-    from tunelab.demo import run_demo
+    from tunelab.workflows.demo import run_demo
 
     res = run_demo(args.overrides)
     before = (res.before or {}).get("accuracy")
@@ -32,7 +31,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from tunelab.api import train
+    from tunelab.workflows.train import train
 
     overrides = list(args.overrides)
     if args.resume:
@@ -67,108 +66,57 @@ def _cmd_human_import(args) -> int:
         print(json.dumps(rep, indent=2))
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table(title=f"human ratings · {len(rep['raters'])} rater(s) · {rep['items']} items")
-    for c in ("criterion", "result", "krippendorff α", "cohen κ"):
-        t.add_column(c)
-    for name, e in rep["criteria"].items():
-        if "mean" in e:
-            res = f"{e['mean']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}] (n={e['n']})"
-        elif "win_rate" in e:
-            res = ", ".join(f"{k}: {v:.0%}" for k, v in e["win_rate"].items())
-        else:
-            res = "no ratings"
-        alpha = e.get("krippendorff_alpha")
-        kappa = e.get("cohen_kappa")
-        t.add_row(name, res, "—" if alpha is None else f"{alpha:.3f}",
-                  "—" if kappa is None else f"{kappa:.3f}")  # fmt: skip
-    Console().print(t)
+    from tunelab.reporting.tables import print_human
+
+    print_human(Console(), rep)
     return 0
 
 
 def _cmd_eval(args) -> int:
-    from tunelab.api import evaluate
+    from rich.console import Console
 
     if args.suite:
-        from rich.console import Console
+        from tunelab.workflows.suite import dumps, run_suite_to_file
 
-        from tunelab.evaluation.suite import dumps, run_suite
-
-        res = run_suite(args.run_dir, args.suite, output=args.output, batch_size=args.batch_size,
-                        trust_remote_code=args.trust_remote_code,
-                        console=None if args.json else Console())  # fmt: skip
-        if args.json:
-            print(dumps(res))
-        else:
-            print(f"written: {res['_written']}")
+        res, path = run_suite_to_file(args.run_dir, args.suite, output=args.output,
+                                      batch_size=args.batch_size,
+                                      trust_remote_code=args.trust_remote_code,
+                                      console=None if args.json else Console())  # fmt: skip
+        print(dumps({**res, "_written": str(path)}) if args.json else f"written: {path}")
         return 0
+    from tunelab.reporting.tables import print_classification_eval
+    from tunelab.workflows.runs import evaluate_to_file
 
-    cols = {
-        k: v
-        for k, v in (
-            ("text_column", args.text_column),
-            ("label_column", args.label_column),
-            ("text_pair_column", args.text_pair_column),
-        )
-        if v
-    }
-    m = evaluate(
-        args.run_dir,
-        split=args.split,
-        file=args.file,
-        columns=cols,
-        batch_size=args.batch_size,
-        trust_remote_code=args.trust_remote_code,
-    )
+    cols = {k: v for k, v in (("text_column", args.text_column),
+                              ("label_column", args.label_column),
+                              ("text_pair_column", args.text_pair_column)) if v}  # fmt: skip
+    m, path = evaluate_to_file(args.run_dir, split=args.split, file=args.file, columns=cols,
+                               batch_size=args.batch_size,
+                               trust_remote_code=args.trust_remote_code)  # fmt: skip
     if args.json:
-        print(json.dumps(m, indent=2))
+        print(json.dumps({**m, "_written": str(path)}, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"{args.file or args.split} · n={m['n']}")
-    for c in ("label", "precision", "recall", "f1", "support"):
-        t.add_column(c, justify="right" if c != "label" else "left")
-    for name, pc in m["per_class"].items():
-        t.add_row(
-            name,
-            f"{pc['precision']:.4f}",
-            f"{pc['recall']:.4f}",
-            f"{pc['f1']:.4f}",
-            str(pc["support"]),
-        )
-    t.add_row(
-        "macro",
-        f"{m['precision_macro']:.4f}",
-        f"{m['recall_macro']:.4f}",
-        f"{m['f1_macro']:.4f}",
-        str(m["n"]),
-    )
-    con = Console()
-    con.print(t)
-    con.print(f"accuracy {m['accuracy']:.4f} · written to {m['_written']}")
+    print_classification_eval(Console(), f"{args.file or args.split} · n={m['n']}", m, str(path))
     return 0
 
 
+def _write_rows(path: str, rows: list[dict], what: str) -> None:
+    from tunelab.utils.io import atomic_write_jsonl
+
+    atomic_write_jsonl(path, rows)
+    print(f"{len(rows)} {what} written to {path}")
+
+
 def _cmd_predict(args) -> int:
-    from tunelab.api import predict
-    from tunelab.errors import RunDirError
+    from tunelab.workflows.generate import output_exists
+    from tunelab.workflows.runs import predict
 
-    if args.output and Path(args.output).exists() and not args.overwrite:
-        raise RunDirError(f"{args.output} exists; pass --overwrite to replace it")
-    rows = predict(
-        args.run_dir,
-        texts=args.text,
-        file=args.file,
-        text_pairs=args.text_pair,
-        trust_remote_code=args.trust_remote_code,
-    )
+    output_exists(args.output, args.overwrite)
+    rows = predict(args.run_dir, texts=args.text, file=args.file, text_pairs=args.text_pair,
+                   trust_remote_code=args.trust_remote_code)  # fmt: skip
     if args.output:
-        from tunelab.utils.io import atomic_write_jsonl
-
-        atomic_write_jsonl(args.output, rows)
-        print(f"{len(rows)} predictions written to {args.output}")
+        _write_rows(args.output, rows, "predictions")
         return 0
     for r in rows:
         if args.json:
@@ -190,30 +138,15 @@ def _gen_overrides(args) -> dict:
 
 
 def _cmd_generate(args) -> int:
-    from tunelab.api import generate
-    from tunelab.data.sources import read_table
-    from tunelab.data.templates import get_path
-    from tunelab.errors import DataError, RunDirError
+    from tunelab.workflows.generate import generate, output_exists, read_prompts
 
-    if args.output and Path(args.output).exists() and not args.overwrite:
-        raise RunDirError(f"{args.output} exists; pass --overwrite to replace it")
-    prompts = list(args.prompt or [])
-    if args.file:
-        table = read_table(args.file)
-        prompts = [get_path(r, args.column) for r in table.rows]
-        bad = [i for i, p in zip(table.row_ids, prompts) if not isinstance(p, str) or not p.strip()]
-        if bad:
-            raise DataError(
-                f"{args.file}: column {args.column!r} is missing or empty in rows {bad[:5]}"
-            )
+    output_exists(args.output, args.overwrite)
+    prompts = read_prompts(args.file, args.column) if args.file else list(args.prompt or [])
     outs = generate(args.target, prompts, batch_size=args.batch_size,
                     trust_remote_code=args.trust_remote_code, **_gen_overrides(args))  # fmt: skip
     rows = [{"prompt": p, "generation": o} for p, o in zip(prompts, outs)]
     if args.output:
-        from tunelab.utils.io import atomic_write_jsonl
-
-        atomic_write_jsonl(args.output, rows)
-        print(f"{len(rows)} generations written to {args.output}")
+        _write_rows(args.output, rows, "generations")
         return 0
     for r in rows:
         print(json.dumps(r, ensure_ascii=False) if args.json else r["generation"])
@@ -221,10 +154,9 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_chat(args) -> int:
-    from tunelab.api import _generator
+    from tunelab.workflows.generate import chat
 
-    task, model, acc = _generator(args.target, args.trust_remote_code)
-    history: list[dict[str, str]] = []
+    session = chat(args.target, args.trust_remote_code, **_gen_overrides(args))
     print("tunelab chat — an empty line or Ctrl-D ends it; /reset forgets the conversation")
     while True:
         try:
@@ -234,118 +166,53 @@ def _cmd_chat(args) -> int:
         if not line:
             break
         if line == "/reset":
-            history = []
+            session.reset()
             continue
-        history.append({"role": "user", "content": line})
-        prompt = history if task.use_chat else "\n".join(m["content"] for m in history)
-        ids = task.prompt_ids(prompt)
-        answer = task.generate_for(model, [ids], 1, acc, **_gen_overrides(args))[0]
-        history.append({"role": "assistant", "content": answer})
-        print(f"model> {answer}")
+        print(f"model> {session.reply(line)}")
     return 0
 
 
 def _cmd_merge(args) -> int:
-    from tunelab.api import merge
+    from tunelab.workflows.runs import merge, merged_auto_class
 
     path = merge(args.run_dir, args.output, args.overwrite)
     if path.name == "model":
         print(f"{path} already holds the full model (nothing to merge for this method)")
     else:
-        task = json.loads((Path(args.run_dir) / "run.json").read_text())["task"]
-        auto = "AutoModelForSequenceClassification"
-        if task["type"] == "generation":
-            auto = "AutoModelForSeq2SeqLM" if task.get("seq2seq") else "AutoModelForCausalLM"
-        print(f"merged model written to {path} (loads with {auto})")
+        print(f"merged model written to {path} (loads with {merged_auto_class(args.run_dir)})")
     return 0
 
 
 def _cmd_combine(args) -> int:
-    from tunelab.adapters import combine_adapters
-    from tunelab.errors import ConfigError
+    from tunelab.workflows.adapters import combine_adapters, named_runs, parse_weights
 
-    runs: dict[str, str] = {}
-    for item in args.runs:
-        name, sep, path = item.partition("=")
-        if not sep:
-            name, path = Path(item).name, item
-        if name in runs:
-            raise ConfigError(f"two runs are named {name!r}; name them: NAME=RUN_DIR")
-        runs[name] = path
-    weights = None
-    if args.weights:
-        try:
-            values = [float(w) for w in args.weights.split(",")]
-        except ValueError:
-            raise ConfigError(f"--weights {args.weights!r}: comma-separated numbers") from None
-        if len(values) != len(runs):
-            raise ConfigError(f"--weights has {len(values)} values for {len(runs)} runs")
-        weights = dict(zip(runs, values))
-    out = combine_adapters(runs, weights, args.output, args.combination, args.overwrite,
-                           args.density)  # fmt: skip
+    runs = named_runs(args.runs)
+    out = combine_adapters(runs, parse_weights(args.weights, runs), args.output,
+                           args.combination, args.overwrite, args.density)  # fmt: skip
     print(f"combined adapter written to {out} (use it like any run: tunelab predict {out} ...)")
     return 0
 
 
 def _cmd_compare(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
-    from tunelab.compare import COLUMNS, compare
-    from tunelab.errors import ConfigError
+    from tunelab.reporting.tables import print_compare
+    from tunelab.workflows.compare import COLUMNS, compare, per_method_overrides
 
-    per_method: dict[str, list[str]] = {}
-    for item in args.set or []:
-        method, sep, override = item.partition(":")
-        if not sep or "=" not in override:
-            raise ConfigError(f"--set {item!r}: expected METHOD:key=value")
-        per_method.setdefault(method.strip(), []).append(override.strip())
-    rows = compare(
-        args.config,
-        [m.strip() for m in args.methods.split(",") if m.strip()],
-        args.overrides,
-        args.output,
-        per_method,
-    )
-    t = Table(title="methods compared")
-    for c in COLUMNS:
-        t.add_column(c, justify="left" if c == "method" else "right")
-    for r in rows:
-        if "error" in r:
-            t.add_row(r["method"], f"failed: {r['error']}", *[""] * (len(COLUMNS) - 2))
-            continue
-        t.add_row(
-            r["method"],
-            f"{r['lr']:g}",
-            f"{r['metric']:.4f}",
-            f"{r['trainable_pct']:.3f}",
-            f"{r['train_seconds']:.1f}",
-            f"{r['examples_per_s']:.1f}",
-            f"{r['peak_rss_mb']:.0f}",
-            f"{r['saved_mb']:.2f}",
-        )
-    Console().print(t)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    rows = compare(args.config, methods, args.overrides, args.output,
+                   per_method_overrides(args.set))  # fmt: skip
+    print_compare(Console(), rows, COLUMNS)
     return 0 if all("error" not in r for r in rows) else 1
 
 
 def _cmd_models(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from tunelab.models import list_models
+    from tunelab.reporting.tables import print_models
 
-    t = Table(title="embedded models")
-    for c in ("name", "kind", "installed", "converted cache", "description / install"):
-        t.add_column(c)
-    for m in list_models():
-        t.add_row(
-            m["name"],
-            m["kind"],
-            "yes" if m["installed"] else "no",
-            "yes" if m["cached"] else "-",
-            m["description"] if m["installed"] else m["install"],
-        )
-    Console().print(t)
+    print_models(Console(), list_models())
     print("Also accepted: a local transformers folder, a .gguf file, or a hub id (when online).")
     return 0
 
@@ -374,12 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tunelab",
         description="Fine-tune pretrained language models and measure what the adaptation did.",
     )
-    from tunelab import __version__
+    from tunelab.version import __version__
 
     p.add_argument("--version", action="version", version=f"tunelab {__version__}")
     sub = p.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_ConfigHelpParser
     )
+    _add_run_commands(sub)
+    _add_use_commands(sub)
+    _add_tool_commands(sub)
+    return p
+
+
+def _add_run_commands(sub) -> None:
+    """demo, train, eval, report, human."""
     fmt = argparse.RawDescriptionHelpFormatter
 
     s = sub.add_parser("demo", help="LoRA-tune the embedded MiniLM on a built-in sentiment set")
@@ -440,6 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--json", action="store_true")
     h.set_defaults(func=_cmd_human_import)
 
+
+def _gen_options(s) -> None:
+    s.add_argument("--max-new-tokens", type=int)
+    s.add_argument("--num-beams", type=int, help="beam search width (1 = greedy)")
+    s.add_argument("--sample", action="store_true", help="sample instead of greedy/beam")
+    s.add_argument("--temperature", type=float)
+    s.add_argument("--top-p", type=float)
+    s.add_argument(
+        "--trust-remote-code", action="store_true", help="allow the model's own code to run"
+    )
+
+
+def _add_use_commands(sub) -> None:
+    """predict, generate, chat, merge, combine."""
     s = sub.add_parser("predict", help="labels with probabilities from a finished run")
     s.add_argument("run_dir")
     g = s.add_mutually_exclusive_group(required=True)
@@ -454,16 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_cmd_predict)
 
-    def gen_options(s):
-        s.add_argument("--max-new-tokens", type=int)
-        s.add_argument("--num-beams", type=int, help="beam search width (1 = greedy)")
-        s.add_argument("--sample", action="store_true", help="sample instead of greedy/beam")
-        s.add_argument("--temperature", type=float)
-        s.add_argument("--top-p", type=float)
-        s.add_argument(
-            "--trust-remote-code", action="store_true", help="allow the model's own code to run"
-        )
-
     s = sub.add_parser("generate", help="generate text with a finished run or any model")
     s.add_argument("target", help="a generation run directory, or a model name / path / hub id")
     g = s.add_mutually_exclusive_group(required=True)
@@ -474,12 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="write prompt/generation pairs as JSONL here")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--json", action="store_true", help="print one JSON object per line")
-    gen_options(s)
+    _gen_options(s)
     s.set_defaults(func=_cmd_generate)
 
     s = sub.add_parser("chat", help="talk to a finished run or any model (uses its chat template)")
     s.add_argument("target", help="a generation run directory, or a model name / path / hub id")
-    gen_options(s)
+    _gen_options(s)
     s.set_defaults(func=_cmd_chat)
 
     s = sub.add_parser("merge", help="fold a LoRA/DoRA/IA3 adapter into its base model")
@@ -504,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_cmd_combine)
 
+
+def _add_tool_commands(sub) -> None:
+    """compare, models, methods, config."""
     s = sub.add_parser("compare", help="train several methods on the same data and budget")
     s.add_argument("config")
     s.add_argument("overrides", nargs="*", metavar="key=value")
@@ -530,7 +412,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", nargs="?")
     s.add_argument("overrides", nargs="*", metavar="key=value")
     s.set_defaults(func=_cmd_config)
-    return p
 
 
 class _ConfigHelpParser(argparse.ArgumentParser):

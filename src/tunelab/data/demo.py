@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import pathlib
 import random
 from dataclasses import dataclass, field
+from importlib import resources
 
 from tunelab.utils.io import atomic_write_text
 
@@ -22,434 +24,50 @@ __all__ = ["LABELS", "make_demo_rows", "write_demo_dataset"]
 
 LABELS: tuple[str, str] = ("negative", "positive")
 
-# Adjectives that fit any subject or aspect in any domain.
-_GENERAL = {
-    "positive": [
-        "great", "excellent", "wonderful", "fantastic", "superb", "impressive",
-        "lovely", "brilliant", "outstanding", "terrific", "first-rate",
-        "amazing", "fabulous", "stellar", "delightful", "marvelous",
-    ],
-    "negative": [
-        "awful", "terrible", "dreadful", "disappointing", "poor", "mediocre",
-        "horrible", "lousy", "unpleasant", "abysmal", "atrocious", "subpar",
-        "underwhelming", "lackluster", "frustrating", "miserable",
-    ],
-}  # fmt: skip
-
-# Adverbs that intensify without carrying sentiment themselves.
-_INTENSIFIERS = [
-    "really", "very", "truly", "incredibly", "remarkably", "quite",
-    "genuinely", "extremely", "surprisingly", "rather", "pretty", "so",
-    "thoroughly", "downright", "utterly", "fairly",
-]  # fmt: skip
-
-# Verbs of liking or disliking, used as "I {verb} {subject}".
-_FEELINGS = {
-    "positive": [
-        "loved", "enjoyed", "adored", "really liked", "was impressed by",
-        "was delighted with", "was thrilled with", "fell in love with",
-        "was pleasantly surprised by", "cannot stop praising",
-    ],
-    "negative": [
-        "hated", "disliked", "regretted choosing", "was disappointed by",
-        "was let down by", "was annoyed by", "could not stand",
-        "was fed up with", "was appalled by", "cannot stop complaining about",
-    ],
-}  # fmt: skip
-
-# Sentiment-neutral sentence openers.
-_OPENERS = [
-    "honestly,", "overall,", "in my opinion,", "frankly,", "to be honest,",
-    "all in all,", "I have to say", "if you ask me,", "on balance,",
-    "in the end,", "from my experience,", "I think", "to my mind,",
-    "in short,", "all things considered,", "my friend agreed that",
-]  # fmt: skip
-
-# Short follow-up sentences that restate the sentiment.
-_REACTIONS = {
-    "positive": [
-        "I was so happy.", "Pure joy.", "It made my week.",
-        "Everyone in our group agreed.", "I keep telling friends about it.",
-        "Exactly what I hoped for.", "No regrets whatsoever.",
-        "My expectations were exceeded.",
-    ],
-    "negative": [
-        "I was so annoyed.", "Pure frustration.", "It ruined my week.",
-        "Everyone in our group complained.", "I keep warning friends about it.",
-        "Nothing like what I hoped for.", "A total waste.",
-        "My patience ran out.",
-    ],
-}  # fmt: skip
-
-# Optional label-specific sentence endings (used sparingly).
-_CLOSERS = {
-    "positive": [
-        "Highly recommended.", "Five stars.", "I will be back.",
-        "Would recommend to anyone.", "Definitely worth it.",
-        "Ten out of ten.", "A pleasant surprise.", "Count me in next time.",
-    ],
-    "negative": [
-        "Avoid.", "One star.", "Never again.", "Save your money.",
-        "What a letdown.", "Lesson learned.", "I want a refund.",
-        "Stay away.",
-    ],
-}  # fmt: skip
-
-# Noun phrases that take "were" rather than "was".
-_PLURALS = frozenset(
-    [
-        "these headphones",
-        "these running shoes",
-        "the portions",
-        "the special effects",
-        "the characters",
-        "the illustrations",
-        "the notifications",
-    ]
+# The vocabulary (word lists, phrase templates and per-domain tables) lives in
+# demo_vocab.json next to this module and is read once, at import.
+_VOCAB: dict = json.loads(
+    resources.files("tunelab.data").joinpath("demo_vocab.json").read_text(encoding="utf-8")
 )
 
+# Adjectives that fit any subject or aspect in any domain, by label.
+_GENERAL: dict[str, list[str]] = _VOCAB["general"]
+
+# Adverbs that intensify without carrying sentiment themselves.
+_INTENSIFIERS: list[str] = _VOCAB["intensifiers"]
+
+# Verbs of liking or disliking, used as "I {verb} {subject}", by label.
+_FEELINGS: dict[str, list[str]] = _VOCAB["feelings"]
+
+# Sentiment-neutral sentence openers.
+_OPENERS: list[str] = _VOCAB["openers"]
+
+# Short follow-up sentences that restate the sentiment, by label.
+_REACTIONS: dict[str, list[str]] = _VOCAB["reactions"]
+
+# Optional label-specific sentence endings (used sparingly), by label.
+_CLOSERS: dict[str, list[str]] = _VOCAB["closers"]
+
+# Noun phrases that take "were" rather than "was".
+_PLURALS: frozenset[str] = frozenset(_VOCAB["plurals"])
+
 # People, who are never referred to as "it".
-_PEOPLE = frozenset(["our waiter", "the receptionist"])
+_PEOPLE: frozenset[str] = frozenset(_VOCAB["people"])
 
 # Each domain: whole-item subjects with their adjectives, aspects with
 # aspect-specific (positive, negative) adjectives, and verb phrases.
 # "{be}" in a verb phrase is replaced by "was"/"were" to agree with the subject.
+# JSON has no tuples, so each aspect's [positive, negative] pair is rebuilt here.
 _DOMAINS: dict[str, dict] = {
-    "movies": {
-        "subjects": [
-            "the film", "this movie", "the sequel", "the documentary",
-            "the remake", "this thriller", "the comedy", "the animated feature",
-            "the new superhero movie", "that horror flick", "the miniseries",
-            "the indie drama",
-        ],
-        "positive": [
-            "gripping", "moving", "hilarious", "captivating", "heartfelt",
-            "beautifully shot", "thrilling", "touching", "clever",
-            "unforgettable",
-        ],
-        "negative": [
-            "boring", "predictable", "confusing", "overlong", "forgettable",
-            "pretentious", "cliched", "painfully slow", "incoherent",
-            "lifeless",
-        ],
-        "aspects": {
-            "the plot": (
-                ["clever", "tight", "surprising", "engaging"],
-                ["slow", "muddled", "predictable", "thin"],
-            ),
-            "the acting": (
-                ["superb", "convincing", "wonderful", "nuanced"],
-                ["wooden", "stiff", "unconvincing", "hammy"],
-            ),
-            "the soundtrack": (
-                ["haunting", "catchy", "gorgeous", "stirring"],
-                ["grating", "forgettable", "intrusive", "cheesy"],
-            ),
-            "the ending": (
-                ["satisfying", "powerful", "perfect", "unexpected"],
-                ["rushed", "abrupt", "silly", "unsatisfying"],
-            ),
-            "the dialogue": (
-                ["sharp", "witty", "natural", "funny"],
-                ["clunky", "awkward", "cringeworthy", "flat"],
-            ),
-            "the special effects": (
-                ["stunning", "seamless", "spectacular", "believable"],
-                ["cheap", "dated", "distracting", "fake-looking"],
-            ),
-        },
-        "verbs": {
-            "positive": [
-                "kept me on the edge of my seat", "made me laugh out loud",
-                "deserves every award it gets", "{be} worth the ticket price",
-                "left me smiling for days",
-            ],
-            "negative": [
-                "put me to sleep", "dragged on forever",
-                "{be} a waste of two hours", "made me walk out halfway",
-                "felt like a chore to sit through",
-            ],
-        },
-    },
-    "restaurants": {
-        "subjects": [
-            "the restaurant", "this bistro", "the new cafe", "the pizza place",
-            "that sushi bar", "the diner", "the steakhouse", "the bakery",
-            "the food truck", "this noodle shop", "the brunch spot",
-        ],
-        "positive": [
-            "welcoming", "cozy", "reasonably priced", "lively", "inviting",
-            "charming",
-        ],
-        "negative": [
-            "overpriced", "filthy", "cramped", "chaotic", "overrated",
-            "dingy",
-        ],
-        "aspects": {
-            "the food": (
-                ["delicious", "fresh", "flavorful", "perfectly seasoned"],
-                ["bland", "greasy", "stale", "undercooked"],
-            ),
-            "our waiter": (
-                ["friendly", "attentive", "charming", "helpful"],
-                ["rude", "careless", "dismissive", "forgetful"],
-            ),
-            "the service": (
-                ["quick", "warm", "efficient", "flawless"],
-                ["slow", "sloppy", "inattentive", "disorganized"],
-            ),
-            "the dessert": (
-                ["heavenly", "rich", "divine", "decadent"],
-                ["soggy", "too sweet", "dry", "tasteless"],
-            ),
-            "the coffee": (
-                ["smooth", "aromatic", "strong", "perfectly brewed"],
-                ["bitter", "burnt", "lukewarm", "watery"],
-            ),
-            "the portions": (
-                ["generous", "hearty", "plentiful", "filling"],
-                ["tiny", "stingy", "skimpy", "laughable"],
-            ),
-        },
-        "verbs": {
-            "positive": [
-                "made me want to come back tomorrow", "{be} worth every penny",
-                "exceeded my expectations",
-                "{be} now my favorite place in town",
-            ],
-            "negative": [
-                "gave me food poisoning", "ruined our anniversary dinner",
-                "kept us waiting for an hour", "charged us twice",
-            ],
-        },
-    },
-    "products": {
-        "subjects": [
-            "this laptop", "the blender", "these headphones",
-            "the vacuum cleaner", "this phone", "the coffee maker",
-            "the new keyboard", "this backpack", "the smartwatch",
-            "the electric kettle", "these running shoes", "the printer",
-        ],
-        "positive": [
-            "sturdy", "reliable", "well built", "lightweight", "affordable",
-            "durable", "sleek",
-        ],
-        "negative": [
-            "flimsy", "unreliable", "cheaply made", "defective", "fragile",
-            "overpriced", "useless",
-        ],
-        "aspects": {
-            "the battery life": (
-                ["excellent", "impressive", "fantastic", "long-lasting"],
-                ["terrible", "pathetic", "disappointing", "awful"],
-            ),
-            "the build quality": (
-                ["solid", "premium", "sturdy", "excellent"],
-                ["flimsy", "cheap", "shoddy", "poor"],
-            ),
-            "the sound": (
-                ["crisp", "rich", "clear", "balanced"],
-                ["tinny", "muffled", "distorted", "harsh"],
-            ),
-            "the screen": (
-                ["bright", "sharp", "vivid", "gorgeous"],
-                ["dim", "blurry", "washed out", "grainy"],
-            ),
-            "the packaging": (
-                ["neat", "sturdy", "thoughtful", "compact"],
-                ["damaged", "wasteful", "flimsy", "torn"],
-            ),
-            "the customer support": (
-                ["helpful", "responsive", "patient", "prompt"],
-                ["unhelpful", "unresponsive", "rude", "slow"],
-            ),
-        },
-        "verbs": {
-            "positive": [
-                "worked perfectly from day one", "held up beautifully",
-                "{be} the best purchase I made this year",
-                "did exactly what the box promised",
-            ],
-            "negative": [
-                "broke after a week", "stopped working after two days",
-                "fell apart within a month", "overheated constantly",
-                "arrived broken",
-            ],
-        },
-    },
-    "hotels": {
-        "subjects": [
-            "the hotel", "the hotel room", "this resort", "the guesthouse",
-            "our suite", "the hostel", "the motel", "the bed and breakfast",
-            "the lodge", "the apartment we rented",
-        ],
-        "positive": [
-            "spotless", "cozy", "quiet", "spacious", "comfortable", "charming",
-        ],
-        "negative": [
-            "dirty", "noisy", "cramped", "smelly", "run-down", "shabby",
-        ],
-        "aspects": {
-            "the bed": (
-                ["comfortable", "soft", "huge", "cozy"],
-                ["lumpy", "hard", "saggy", "creaky"],
-            ),
-            "the receptionist": (
-                ["friendly", "welcoming", "helpful", "kind"],
-                ["rude", "unhelpful", "grumpy", "careless"],
-            ),
-            "the breakfast": (
-                ["delicious", "plentiful", "varied", "fresh"],
-                ["meager", "stale", "cold", "disappointing"],
-            ),
-            "the view": (
-                ["breathtaking", "stunning", "gorgeous", "lovely"],
-                ["depressing", "ugly", "dreary", "bleak"],
-            ),
-            "the bathroom": (
-                ["spotless", "modern", "roomy", "sparkling"],
-                ["moldy", "grimy", "tiny", "filthy"],
-            ),
-            "the location": (
-                ["perfect", "convenient", "central", "ideal"],
-                ["inconvenient", "remote", "sketchy", "noisy"],
-            ),
-        },
-        "verbs": {
-            "positive": [
-                "felt like a home away from home",
-                "made our trip unforgettable",
-                "{be} a wonderful place to stay",
-            ],
-            "negative": [
-                "had cockroaches in the closet", "lost our reservation",
-                "ruined our vacation", "smelled of mold",
-            ],
-        },
-    },
-    "books": {
-        "subjects": [
-            "the novel", "this book", "the memoir", "the biography",
-            "the short story collection", "this cookbook", "the textbook",
-            "the fantasy series", "the mystery novel", "the poetry collection",
-            "the audiobook",
-        ],
-        "positive": [
-            "engaging", "insightful", "thought-provoking", "beautifully written",
-            "compelling", "witty",
-        ],
-        "negative": [
-            "tedious", "shallow", "poorly written", "pretentious", "unreadable",
-            "dull",
-        ],
-        "aspects": {
-            "the writing": (
-                ["elegant", "vivid", "lyrical", "crisp"],
-                ["clumsy", "dull", "repetitive", "stilted"],
-            ),
-            "the characters": (
-                ["memorable", "vivid", "relatable", "complex"],
-                ["flat", "annoying", "unlikable", "shallow"],
-            ),
-            "the pacing": (
-                ["brisk", "perfect", "steady", "gripping"],
-                ["sluggish", "uneven", "plodding", "glacial"],
-            ),
-            "the translation": (
-                ["faithful", "graceful", "smooth", "excellent"],
-                ["awkward", "sloppy", "clumsy", "inaccurate"],
-            ),
-            "the final chapter": (
-                ["moving", "brilliant", "satisfying", "perfect"],
-                ["baffling", "rushed", "pointless", "lazy"],
-            ),
-            "the illustrations": (
-                ["beautiful", "charming", "detailed", "delightful"],
-                ["ugly", "amateurish", "sloppy", "crude"],
-            ),
-        },
-        "verbs": {
-            "positive": [
-                "kept me up all night reading", "changed the way I think",
-                "made me cry in the best way", "earned a spot on my shelf",
-            ],
-            "negative": [
-                "{be} impossible to finish", "bored me to tears",
-                "went straight to the donation pile", "felt like homework",
-            ],
-        },
-    },
-    "apps": {
-        "subjects": [
-            "this app", "the update", "the new version", "the game",
-            "the photo editor", "the banking app", "this fitness tracker",
-            "the music streaming service", "the browser extension",
-            "the language learning app", "the calendar app",
-        ],
-        "positive": [
-            "intuitive", "fast", "responsive", "polished", "handy", "addictive",
-        ],
-        "negative": [
-            "buggy", "laggy", "clunky", "bloated", "confusing", "unstable",
-        ],
-        "aspects": {
-            "the interface": (
-                ["clean", "intuitive", "slick", "elegant"],
-                ["cluttered", "confusing", "ugly", "clunky"],
-            ),
-            "the loading time": (
-                ["instant", "snappy", "quick", "impressive"],
-                ["painful", "endless", "sluggish", "awful"],
-            ),
-            "the notifications": (
-                ["useful", "subtle", "timely", "helpful"],
-                ["spammy", "constant", "intrusive", "annoying"],
-            ),
-            "the sync feature": (
-                ["seamless", "reliable", "flawless", "smooth"],
-                ["broken", "unreliable", "flaky", "useless"],
-            ),
-            "the onboarding": (
-                ["friendly", "simple", "clear", "painless"],
-                ["tedious", "confusing", "endless", "pushy"],
-            ),
-            "the subscription price": (
-                ["fair", "reasonable", "cheap", "modest"],
-                ["outrageous", "absurd", "steep", "excessive"],
-            ),
-        },
-        "verbs": {
-            "positive": [
-                "saved me hours every week", "ran smoothly on my old phone",
-                "made budgeting actually fun", "synced flawlessly everywhere",
-            ],
-            "negative": [
-                "crashed every time I opened it", "drained my battery",
-                "deleted all my notes", "kept logging me out",
-            ],
-        },
-    },
-}  # fmt: skip
+    name: {
+        **domain,
+        "aspects": {aspect: tuple(pair) for aspect, pair in domain["aspects"].items()},
+    }
+    for name, domain in _VOCAB["domains"].items()
+}
 
 # Fixed negated phrases; the label is the sentiment after negation.
-_NEGATED_PHRASES = {
-    "positive": [
-        "{subj} {be} not bad at all.",
-        "I have no complaints about {subj}.",
-        "I can't find anything wrong with {subj}.",
-        "{subj} never let me down.",
-        "{subj} {be} not a waste of money at all.",
-        "I don't regret choosing {subj} one bit.",
-    ],
-    "negative": [
-        "{subj} {be} hardly worth it.",
-        "{subj} {be} nothing special.",
-        "I would not recommend {subj}.",
-        "{subj} {be} not worth the money.",
-        "{subj} never lived up to the hype.",
-        "I can't say I enjoyed {subj}.",
-    ],
-}
+_NEGATED_PHRASES: dict[str, list[str]] = _VOCAB["negated_phrases"]
 
 # Share of each sentence family; the rest are plain opinions.
 _P_NEGATION = 0.1

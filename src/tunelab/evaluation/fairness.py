@@ -21,16 +21,6 @@ from typing import Any
 from tunelab.errors import ConfigError, DataError
 
 
-def _probs(task, model, texts: list[str], batch_size: int, accelerator) -> list[list[float]]:
-    from tunelab.tasks.base import Split
-
-    feats = task.encode(texts)
-    for f in feats:
-        f["labels"] = 0
-    split = Split("fairness", feats, [{"row": i} for i in range(len(texts))])
-    return task.predict_proba(model, split, batch_size, accelerator)
-
-
 def label_index(task, score_label: str | None) -> int:
     if score_label is None:
         return len(task.labels) - 1  # e.g. "positive" of [negative, positive]
@@ -73,8 +63,8 @@ def counterfactual_report(task, model, texts: list[str], attributes, batch_size:
         if not pairs:
             out["attributes"][name] = {"n": 0}
             continue
-        orig = _probs(task, model, [texts[i] for i, _ in pairs], batch_size, accelerator)
-        swapped = _probs(task, model, [s for _, s in pairs], batch_size, accelerator)
+        orig = task.predict_texts(model, [texts[i] for i, _ in pairs], None, batch_size, accelerator)
+        swapped = task.predict_texts(model, [s for _, s in pairs], None, batch_size, accelerator)
         flips = sum(
             max(range(len(a)), key=a.__getitem__) != max(range(len(b)), key=b.__getitem__)
             for a, b in zip(orig, swapped)
@@ -125,7 +115,7 @@ def eec_report(task, model, rows: list[dict[str, Any]], batch_size: int, acceler
     if not rows or not need <= set(rows[0]):
         raise DataError(f"EEC rows need the columns {sorted(need)}")
     k = label_index(task, score_label)
-    probs = _probs(task, model, [r["Sentence"] for r in rows], batch_size, accelerator)
+    probs = task.predict_texts(model, [r["Sentence"] for r in rows], None, batch_size, accelerator)
     by_gender: dict[str, list[tuple[str, float]]] = {}
     by_race: dict[str, list[tuple[str, float]]] = {}
     for r, p in zip(rows, probs):

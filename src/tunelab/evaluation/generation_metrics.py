@@ -53,7 +53,7 @@ def normalize_answer(s: str) -> str:
     return " ".join(s.split())
 
 
-def _f1(prediction: str, truth: str) -> float:
+def token_f1(prediction: str, truth: str) -> float:
     p, t = normalize_answer(prediction).split(), normalize_answer(truth).split()
     common = collections.Counter(p) & collections.Counter(t)
     same = sum(common.values())
@@ -69,7 +69,7 @@ def squad(predictions: list[str], references: list[str | list[str]]) -> dict[str
     for p, refs in zip(predictions, references):
         refs = [refs] if isinstance(refs, str) else list(refs)
         em += max(float(normalize_answer(p) == normalize_answer(r)) for r in refs)
-        f1 += max(_f1(p, r) for r in refs)
+        f1 += max(token_f1(p, r) for r in refs)
     n = max(len(predictions), 1)
     return {"squad_em": 100.0 * em / n, "squad_f1": 100.0 * f1 / n}
 

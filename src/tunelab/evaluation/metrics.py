@@ -1,4 +1,7 @@
-"""Task metrics, computed by scikit-learn."""
+"""Task metrics (computed by scikit-learn), and the one place that names them.
+
+Every list of metric names (which are lower-better, which a table shows, which score enters a
+mixture's mean or a suite's headline) is here; other modules import them."""
 
 from __future__ import annotations
 
@@ -8,6 +11,42 @@ from typing import Any
 LOWER_IS_BETTER = {
     "loss", "eval_loss", "perplexity", "word_perplexity", "bits_per_byte", "mean_loss",
 }  # fmt: skip
+
+
+#: the headline score of a task, by the first of its ``task.metrics``
+PRIMARY = {
+    "rouge": "rougeL",
+    "bleu": "bleu",
+    "chrf": "chrf",
+    "squad": "squad_f1",
+    "exact_match": "exact_match",
+    "choice": "acc",
+}
+#: columns the console tables show: classification, then generation scores
+CLASSIFICATION_SHOWN = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+GENERATION_SHOWN = (
+    "loss", "perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf",
+    "squad_em", "squad_f1", "exact_match", "acc", "acc_norm",
+)  # fmt: skip
+#: probe scores shown before → after
+PROBE_SHOWN = (
+    "loss", "perplexity", "word_perplexity", "accuracy", "exact_match", "squad_f1", "rougeL",
+    "bleu", "chrf", "acc", "acc_norm",
+)  # fmt: skip
+
+
+def headline_metric(kind: str, metrics: list[str]) -> str | None:
+    """The headline score of a task of ``kind`` with ``task.metrics`` = ``metrics`` (None when
+    only its loss is known)."""
+    if kind == "classification":
+        return "accuracy"
+    return PRIMARY[metrics[0]] if metrics else None
+
+
+def primary_metric(task_cfg, metric: str | None = None) -> str | None:
+    """The score of one task (a task config section) that enters a mixture's mean;
+    ``metric`` overrides it."""
+    return metric or headline_metric(task_cfg.type, list(task_cfg.metrics))
 
 
 def classification_metrics(

@@ -11,6 +11,8 @@ import random
 import re
 from collections.abc import Callable
 
+from tunelab.errors import ConfigError
+
 KEYBOARD = [
     "1234567890-",
     "qwertyuiop[",
@@ -204,16 +206,19 @@ PERTURBATIONS: dict[str, Callable[[str, float, random.Random], str]] = {
 }
 
 
+def check_perturbations(names: list[str], key: str) -> None:
+    """The one check of perturbation names (config, suites and :func:`perturb` use it)."""
+    bad = [k for k in names if k not in PERTURBATIONS]
+    if bad:
+        where = f"{key} " if key else ""
+        raise ConfigError(f"{where}{bad}: unknown perturbation; allowed: {', '.join(PERTURBATIONS)}")
+
+
 def perturb(texts: list[str], kind: str, strength: float = 0.1, seed: int = 0) -> list[str]:
     """``texts`` with perturbation ``kind`` at ``strength``; text i uses its own seeded
     generator, so the noise of a text does not depend on the others."""
-    if kind not in PERTURBATIONS:
-        from tunelab.errors import ConfigError
-
-        raise ConfigError(f"perturbation {kind!r}; allowed: {', '.join(PERTURBATIONS)}")
+    check_perturbations([kind], "perturbation")
     if not 0.0 <= strength <= 1.0:
-        from tunelab.errors import ConfigError
-
         raise ConfigError(f"perturbation strength {strength} must lie in [0, 1]")
     fn = PERTURBATIONS[kind]
     return [fn(t, strength, random.Random(f"{seed}:{kind}:{i}")) for i, t in enumerate(texts)]

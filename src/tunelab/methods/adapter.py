@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from tunelab.errors import ConfigError
 from tunelab.methods.own import OwnMethod, find_modules
+from tunelab.utils.settings import Section
 
 #: per model family: (attention output projections, feed-forward output projections)
 PLACES: dict[str, tuple[str, str]] = {
@@ -90,8 +93,26 @@ def place_patterns(model, placement: str) -> list[re.Pattern]:
     return [re.compile(ffn)] if placement == "pfeiffer" else [re.compile(attn), re.compile(ffn)]
 
 
+
+class AdapterSettings(Section):
+    placement: Literal["houlsby", "pfeiffer"] = Field(
+        "houlsby",
+        description="`houlsby`: a bottleneck after the attention and the feed-forward block of "
+        "every layer; `pfeiffer`: after the feed-forward block only.",
+    )
+    reduction_factor: int = Field(
+        16, ge=1, le=4096, description="Hidden size divided by the bottleneck width."
+    )
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = Field(
+        "relu", description="Activation between the down- and up-projection."
+    )
+    train_layernorm: bool = Field(
+        False, description="Also train the layer norms of the transformer (Houlsby et al. do)."
+    )
+
 class BottleneckAdapter(OwnMethod):
     name = "adapter"
+    settings_class = AdapterSettings
     section = "adapter"
     description = (
         "Bottleneck adapters after attention and feed-forward (houlsby) or feed-forward only "

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-#: ``encoder.layer.3.`` (BERT), ``model.layers.3.`` (Llama, BART), ``encoder.block.3.`` (T5),
-#: ``h.3.`` (GPT-2): the index of a transformer layer (the leftmost match: T5's blocks hold
-#: numbered sub-layers)
-LAYER_INDEX = re.compile(r"\.(?:layers?|block|h)\.(\d+)\.")
-
-
-def in_head(name: str, head_modules: list[str]) -> bool:
-    """Whether parameter ``name`` belongs to one of the task-head modules."""
-    return any(f".{h}." in f".{name}" for h in head_modules)
-
-
-def layer_index(name: str) -> int | None:
-    m = LAYER_INDEX.search(name)
-    return int(m.group(1)) if m else None
-
-
-def count_layers(model) -> int:
-    """Number of numbered transformer layers among the model's parameters."""
-    found = {i for n, _ in model.named_parameters() if (i := layer_index(n)) is not None}
-    return max(found) + 1 if found else 0
+from tunelab.utils.settings import Section
 
 
 class Method(ABC):
@@ -34,6 +14,30 @@ class Method(ABC):
 
     name: str
     description: str = ""
+    #: the method's own settings section (a Section subclass), or None when it has none
+    settings_class: type[Section] | None = None
+    #: the config key of those settings; unset: the method's name (DoRA shares ``lora``)
+    section: str | None = None
+    #: saves a PEFT adapter folder, so runs load side by side on one base (``load_adapters``)
+    saves_peft_adapter: bool = False
+    #: adapters of several runs can be summed into one (``tunelab combine``)
+    combinable: bool = False
+    #: ``merge`` gives a plain transformers model (a stage can hand its weights on)
+    mergeable: bool = True
+    #: resume refuses a change of the settings section (the checkpoint's tensors depend on it)
+    resume_fixed: bool = True
+    #: every registered method's name, set by the registry (for messages that suggest others)
+    known_methods: tuple[str, ...] = ()
+
+    @classmethod
+    def settings_key(cls) -> str | None:
+        """The config section holding this method's settings (None: it has none)."""
+        return (cls.section or cls.name) if cls.settings_class is not None else None
+
+    def settings_of(self, cfg) -> dict[str, Any]:
+        """This method's settings in ``cfg`` as a plain dict ({} for a method without any)."""
+        key = self.settings_key()
+        return getattr(cfg, key).model_dump() if key else {}
 
     @abstractmethod
     def apply(self, model, cfg, head_modules: list[str], tokenizer=None):
@@ -72,14 +76,3 @@ class Method(ABC):
         with torch.no_grad():
             for n, t in state.items():
                 params[n].copy_(t)
-
-
-def parameter_report(model) -> dict[str, Any]:
-    """Trainable and total parameter counts and the trainable share (in percent)."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {
-        "trainable": trainable,
-        "total": total,
-        "trainable_pct": 100.0 * trainable / max(total, 1),
-    }

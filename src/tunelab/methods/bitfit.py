@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from tunelab.errors import ConfigError
-from tunelab.methods.base import in_head
 from tunelab.methods.own import OwnMethod
+from tunelab.models.layers import in_head
 
 
 class BitFit(OwnMethod):
     name = "bitfit"
     description = "Train only the bias terms and the task head; saves just those."
+    mergeable = True
 
     def build(self, model, settings: dict[str, Any], tokenizer=None, initialise: bool = True):
         n_bias = 0
@@ -24,9 +25,7 @@ class BitFit(OwnMethod):
             n_bias += is_bias
             p.requires_grad_(is_bias)
         if n_bias == 0:
-            from tunelab.methods.registry import method_names
-
-            fits = ", ".join(m for m in method_names() if m != "bitfit")
+            fits = ", ".join(m for m in self.known_methods if m != self.name)
             raise ConfigError(
                 f"method=bitfit: {type(model).__name__} has no bias terms outside the head "
                 f"(Llama-family models have none), so BitFit would train only the head; "

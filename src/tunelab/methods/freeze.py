@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from tunelab.errors import ConfigError
-from tunelab.methods.base import count_layers, in_head, layer_index
-from tunelab.methods.full import FullFineTuning
+from pydantic import Field
 
+from tunelab.errors import ConfigError
+from tunelab.methods.full import FullFineTuning
+from tunelab.models.layers import count_layers, in_head, layer_index
+from tunelab.utils.settings import Section
+
+
+class FreezeSettings(Section):
+    train_top_layers: int = Field(
+        2, ge=0, description="Transformer layers, counted from the top, that train (plus the head)."
+    )
 
 class FreezeLayers(FullFineTuning):
     name = "freeze"
     description = "Train only the top k layers (freeze.train_top_layers) and the task head."
+    settings_class = FreezeSettings
 
     def apply(self, model, cfg, head_modules: list[str], tokenizer=None):
-        k = cfg.freeze.train_top_layers
+        k = getattr(cfg, self.settings_key()).train_top_layers
         n = count_layers(model)
         if n == 0:
             raise ConfigError("method=freeze: no numbered transformer layers found in this model")

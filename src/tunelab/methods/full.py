@@ -22,7 +22,7 @@ class FullFineTuning(Method):
     def load(self, base_model, out_dir: Path):
         import torch
 
-        from tunelab.models.loading import _quiet_transformers
+        from tunelab.models.loading import quiet_transformers
 
-        _quiet_transformers()
+        quiet_transformers()
         return type(base_model).from_pretrained(out_dir, dtype=torch.float32)

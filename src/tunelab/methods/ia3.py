@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from tunelab.errors import ConfigError
 from tunelab.methods.lora import LoraMethod, peft_task_type
+from tunelab.utils.settings import Section
 
+
+class Ia3Settings(Section):
+    target_modules: list[str] | None = Field(
+        None,
+        description="Modules whose outputs IA3 rescales; unset: PEFT's default for the family.",
+    )
+    feedforward_modules: list[str] | None = Field(
+        None, description="Which of those are feed-forward (scaled on the input); unset: default."
+    )
 
 class Ia3Method(LoraMethod):
     name = "ia3"
     description = "IA3 rescaling vectors on keys, values and feed-forward layers (PEFT)."
+    settings_class = Ia3Settings
+    section = "ia3"
+    combinable = False
 
     def peft_config(self, model, cfg, head_modules: list[str]):
         from peft import IA3Config
 
-        c = cfg.ia3
+        c = getattr(cfg, self.settings_key())
         if (c.target_modules is None) != (c.feedforward_modules is None):
             raise ConfigError("ia3.target_modules and ia3.feedforward_modules are set together")
         return IA3Config(

@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from tunelab.errors import ConfigError
 from tunelab.methods.base import Method
+from tunelab.utils.settings import Section
 
 # Attention and MLP projections per model family (PEFT's own defaults cover attention only).
 DEFAULT_TARGETS: dict[str, list[str]] = {
@@ -37,17 +41,36 @@ def peft_task_type(model):
     return TaskType.FEATURE_EXTRACTION
 
 
+
+class LoraSettings(Section):
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None,
+        description="Module names to adapt, or `all-linear`. Unset: attention and MLP "
+        "projections of the model family.",
+    )
+    train_head: bool = Field(
+        True, description="Train the newly initialised task head fully alongside LoRA."
+    )
+    rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r) (rsLoRA).")
+
 class LoraMethod(Method):
     name = "lora"
     description = (
         "Low-rank adapters on the chosen linear layers (PEFT); the task head trains fully."
     )
     use_dora = False
+    settings_class = LoraSettings
+    section = "lora"
+    saves_peft_adapter = True
+    combinable = True
 
     def peft_config(self, model, cfg, head_modules: list[str]):
         from peft import LoraConfig
 
-        lc = cfg.lora
+        lc = getattr(cfg, self.settings_key())
         targets = lc.target_modules
         if targets is None:
             mtype = getattr(model.config, "model_type", "")
@@ -101,3 +124,4 @@ class DoraMethod(LoraMethod):
     name = "dora"
     description = "DoRA: LoRA with a learned magnitude per output (PEFT); options under lora:."
     use_dora = True
+    combinable = False  # PEFT's weighted sums are defined for plain LoRA updates

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import ConfigError, RunDirError
-from tunelab.methods.base import Method, in_head
+from tunelab.methods.base import Method
+from tunelab.models.layers import in_head
 
 WEIGHTS = "method_weights.safetensors"
 META = "tunelab_method.json"
@@ -21,12 +22,11 @@ FORMAT_VERSION = 1
 class OwnMethod(Method):
     """A method whose weights tunelab saves itself (see the module docstring)."""
 
-    #: the config section holding this method's settings (None: the method has none)
-    section: str | None = None
     #: whether ``build`` wraps the model in a module holding it as ``.base`` (prefix, prompt)
     wraps_model: bool = False
     #: why ``merge`` is impossible for this method
     merge_refusal: str = "it adds computation that no base-model weight can absorb"
+    mergeable = False
 
     def __init__(self) -> None:
         self.settings: dict[str, Any] = {}
@@ -40,7 +40,7 @@ class OwnMethod(Method):
     def apply(self, model, cfg, head_modules: list[str], tokenizer=None):
         for p in model.parameters():
             p.requires_grad_(False)
-        self.settings = getattr(cfg, self.section).model_dump() if self.section else {}
+        self.settings = self.settings_of(cfg)
         self.heads = list(head_modules)
         model = self.build(model, self.settings, tokenizer, initialise=True)
         self._train_heads(model)

@@ -13,12 +13,32 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from pydantic import Field
+
 from tunelab.errors import ConfigError
 from tunelab.methods.own import OwnMethod
+from tunelab.utils.settings import Section
 
 KEY_NAMES = ("key", "k_proj", "k", "k_lin")
 CROSS = ("encoder_attn", "EncDecAttention", "crossattention")
 
+
+
+class PrefixSettings(Section):
+    num_virtual_tokens: int = Field(
+        20, ge=1, le=1024, description="Prefix length: key/value vectors per attention layer."
+    )
+    projection: bool = Field(
+        False,
+        description="Reparameterise the prefixes through a two-layer MLP while training "
+        "(Li & Liang); only the resulting prefixes are saved.",
+    )
+    projection_hidden: int = Field(512, ge=1, description="Hidden width of that MLP.")
+    init_text: str | None = Field(
+        None,
+        description="Initialise the prefixes with the model's own keys/values of this text "
+        "(repeated to length); unset: of randomly drawn vocabulary tokens.",
+    )
 
 class PrefixKV:
     """Stands in for a transformers ``Cache`` inside one attention call: prepends the prefix.
@@ -227,6 +247,7 @@ def _checkpointing(model) -> bool:
 
 class PrefixTuning(OwnMethod):
     name = "prefix"
+    settings_class = PrefixSettings
     section = "prefix"
     wraps_model = True
     description = "Trained key/value prefixes in every self-attention layer; options under prefix:."
@@ -240,7 +261,7 @@ class PrefixTuning(OwnMethod):
         wrapped = _make_prefix_model()(model, settings)
         if initialise:
             P = settings["num_virtual_tokens"]
-            ids = _init_ids(model, tokenizer, settings.get("init_text"), P)
+            ids = init_token_ids(model, tokenizer, settings.get("init_text"), P)
             with torch.no_grad():
                 if settings["projection"]:
                     emb = model.get_input_embeddings()(ids[None])[0]
@@ -257,7 +278,7 @@ class PrefixTuning(OwnMethod):
         return out
 
 
-def _init_ids(model, tokenizer, text: str | None, n: int):
+def init_token_ids(model, tokenizer, text: str | None, n: int):
     """``n`` token ids: ``text`` repeated to length, or random non-special vocabulary tokens."""
     import torch
 

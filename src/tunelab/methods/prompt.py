@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from tunelab.errors import ConfigError
 from tunelab.methods.own import OwnMethod
-from tunelab.methods.prefix import _init_ids
+from tunelab.methods.prefix import init_token_ids
+from tunelab.utils.settings import Section
 
 
 def _make_prompt_model():
@@ -114,8 +117,20 @@ def _leading_special(tokenizer) -> bool:
     return bool(ids) and ids[0] in set(tokenizer.all_special_ids)
 
 
+
+class PromptSettings(Section):
+    num_virtual_tokens: int = Field(
+        20, ge=1, le=1024, description="Soft-prompt length in embedding vectors."
+    )
+    init_text: str | None = Field(
+        None,
+        description="Initialise the soft prompt with the embeddings of this text (repeated to "
+        "length); unset: embeddings of randomly drawn vocabulary tokens.",
+    )
+
 class PromptTuning(OwnMethod):
     name = "prompt"
+    settings_class = PromptSettings
     section = "prompt"
     wraps_model = True
     description = "A trained soft prompt on the input embeddings; options under prompt:."
@@ -126,7 +141,7 @@ class PromptTuning(OwnMethod):
 
         if initialise:
             P = settings["num_virtual_tokens"]
-            ids = _init_ids(model, tokenizer, settings.get("init_text"), P)
+            ids = init_token_ids(model, tokenizer, settings.get("init_text"), P)
             settings["insert_at"] = 1 if _leading_special(tokenizer) else 0
             settings["placeholder_id"] = int(ids[0])
         wrapped = _make_prompt_model()(model, settings)

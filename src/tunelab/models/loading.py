@@ -15,7 +15,7 @@ from tunelab.models.registry import ResolvedModel, available_hint, gguf_cache_pa
 log = logging.getLogger("tunelab")
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -27,7 +27,7 @@ def convert_gguf(resolved: ResolvedModel) -> Path:
     target = gguf_cache_path(resolved)
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
-    _quiet_transformers()
+    quiet_transformers()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunelab.utils.io import atomic_directory
@@ -105,7 +105,7 @@ def _wrap_load_error(resolved: ResolvedModel, e: Exception) -> ModelError:
 
 def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
     """Load the tokenizer; give it a pad token (EOS) when it has none."""
-    _quiet_transformers()
+    quiet_transformers()
     from transformers import AutoTokenizer
 
     path = model_path(resolved)
@@ -125,7 +125,7 @@ def load_model(resolved: ResolvedModel, auto_class: str, trust_remote_code: bool
 
     With ``output_loading_info=True`` it returns ``(model, info)`` as transformers does
     (``info["missing_keys"]``: the newly initialised parameters)."""
-    _quiet_transformers()
+    quiet_transformers()
     import torch
     import transformers
 

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from tunelab.tasks.base import Split, Task
+from tunelab.tasks.classification import ClassificationTask
+from tunelab.tasks.generation import GenerationTask
+from tunelab.tasks.mixture import MixtureTask
+from tunelab.tasks.registry import (
+    build_task,
+    config_kind,
+    get_task,
+    load_splits,
+    register_task,
+    task_kinds,
+)
 
+for _cls in (ClassificationTask, GenerationTask, MixtureTask):
+    register_task(_cls)
 
-def get_task(kind: str) -> type[Task]:
-    """Task class for ``task.type``."""
-    from tunelab.tasks.classification import ClassificationTask
-    from tunelab.tasks.generation import GenerationTask
-
-    tasks: dict[str, type[Task]] = {
-        "classification": ClassificationTask,
-        "generation": GenerationTask,
-    }
-    return tasks[kind]
-
-
-__all__ = ["Split", "Task", "get_task"]
+__all__ = [
+    "Split",
+    "Task",
+    "build_task",
+    "config_kind",
+    "get_task",
+    "load_splits",
+    "register_task",
+    "task_kinds",
+]

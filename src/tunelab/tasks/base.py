@@ -1,10 +1,15 @@
-"""The task seam: preprocessing, loss, prediction and metrics. The loop knows only this."""
+"""The task seam: preprocessing, loss, prediction and metrics. The loop knows only this.
+
+:class:`Task` declares every member that code outside ``tasks/`` calls. Members that only some
+kinds of task have (classifying texts, generating) answer with a clear error by default."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
+
+from tunelab.errors import ConfigError
 
 
 @dataclass
@@ -25,12 +30,30 @@ class Split:
 
 
 class Task(ABC):
-    """One kind of learning problem. Subclasses register in :func:`tunelab.tasks.get_task`."""
+    """One kind of learning problem, registered by ``kind`` (see :mod:`tunelab.tasks.registry`)."""
 
     kind: str
     #: transformers auto class that builds the model with this task's head
     auto_class: str
+    pad_id: int = 0
+    tokenizer: Any = None
 
+    # -- construction and the run directory --------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg, train_table, tokenizer) -> Task:
+        """The task a config describes (``train_table``: the training rows, for label names)."""
+
+    @classmethod
+    @abstractmethod
+    def from_metadata(cls, meta: dict[str, Any], tokenizer) -> Task:
+        """Rebuild the task of a finished run from its :meth:`metadata`."""
+
+    @abstractmethod
+    def metadata(self) -> dict[str, Any]:
+        """What a later command needs to rebuild this task (saved in run.json)."""
+
+    # -- model ---------------------------------------------------------------------------------
     @abstractmethod
     def build_model(self, resolved, trust_remote_code: bool = False):
         """Load the pretrained model with this task's head."""
@@ -39,6 +62,34 @@ class Task(ABC):
     def head_modules(self, model) -> list[str]:
         """Names of the newly initialised head modules (trained by every method)."""
 
+    # -- data ----------------------------------------------------------------------------------
+    @abstractmethod
+    def load_split(self, spec: str, name: str, *, hub_split: str = "train",
+                   on_error: str = "strict", require_labels: bool = True) -> Split:  # fmt: skip
+        """Read a data file (or hub dataset) and tokenize it."""
+
+    @abstractmethod
+    def table_to_split(self, table, name: str, *, require_labels: bool = True,
+                       on_error: str = "strict") -> Split:  # fmt: skip
+        """Tokenize rows already read."""
+
+    def splits(self, cfg, train_table=None) -> dict[str, Split]:
+        """Train/validation(/test) splits of ``cfg`` for this task."""
+        from tunelab.tasks.splits import single_task_splits
+
+        return single_task_splits(cfg, self, train_table)
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        from tunelab.data.batching import pad_collate
+
+        return pad_collate(features, self.pad_id)
+
+    def make_sampler(self, split: Split, batch_size: int, seed: int, world_size: int, rank: int,
+                     total_batches: int | None = None):  # fmt: skip
+        """A task-specific training sampler (a mixture's), or None for the loop's default."""
+        return None
+
+    # -- training and evaluation ---------------------------------------------------------------
     @abstractmethod
     def loss(self, model, batch: dict[str, Any]):
         """Mean loss of a batch, as a scalar tensor."""
@@ -49,13 +100,21 @@ class Task(ABC):
     ) -> tuple[dict, list[dict]]:
         """Metrics and per-example predictions (gathered on every process)."""
 
-    @abstractmethod
-    def metadata(self) -> dict[str, Any]:
-        """What a later command needs to rebuild this task (saved in run.json)."""
+    def example_losses(self, model, split: Split, batch_size: int, accelerator) -> list[float]:
+        """The loss of every example (a curriculum's difficulty)."""
+        raise ConfigError(f"curriculum.by=loss: a {self.kind} task has no per-example loss")
 
-    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        from tunelab.data.batching import pad_collate
+    # -- use ---------------------------------------------------------------------------------------
+    def predict_texts(self, model, texts: list[str], pairs: list[str] | None = None,
+                      batch_size: int = 64, accelerator=None) -> list[list[float]]:  # fmt: skip
+        """Class probabilities of texts (classification tasks)."""
+        raise ConfigError(f"a {self.kind} run does not classify texts: use `tunelab generate`")
 
-        return pad_collate(features, self.pad_id)
+    def prompt_ids(self, prompt: str | list[dict[str, str]]) -> list[int]:
+        """Token ids of a prompt as the model sees it (generation tasks)."""
+        raise ConfigError(f"a {self.kind} run does not generate text")
 
-    pad_id: int = 0
+    def generate_for(self, model, prompts: list[list[int]], batch_size: int, accelerator,
+                     **over: Any) -> list[str]:  # fmt: skip
+        """Continuations of tokenized prompts (generation tasks)."""
+        raise ConfigError(f"a {self.kind} run does not generate text")

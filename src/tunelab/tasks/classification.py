@@ -204,6 +204,28 @@ class ClassificationTask(Task):
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
 
+    def texts_split(self, texts: list[str], pairs: list[str] | None = None) -> Split:
+        """Unlabelled texts (and second texts) as a split; records show what was given."""
+        if any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise DataError("every --text must be non-empty")
+        if self.text_pair_column and (not pairs or len(pairs) != len(texts)):
+            raise DataError("this model classifies text pairs: give one --text-pair per --text")
+        if pairs and not self.text_pair_column:
+            raise DataError("this model classifies single texts; --text-pair is not used")
+        feats = self.encode(texts, pairs)
+        for f in feats:
+            f["labels"] = 0  # unused: predictions only
+        records = [
+            {"text": t, **({"text_pair": p} if pairs else {})}
+            for t, p in zip(texts, pairs or [None] * len(texts))
+        ]
+        return Split("predict", feats, records)
+
+    def predict_texts(self, model, texts: list[str], pairs: list[str] | None = None,
+                      batch_size: int = 64, accelerator=None) -> list[list[float]]:  # fmt: skip
+        """Class probabilities of texts (the one texts → split → score path)."""
+        return self.predict_proba(model, self.texts_split(texts, pairs), batch_size, accelerator)
+
     # -- training and prediction --------------------------------------------------------
     def loss(self, model, batch: dict[str, Any]):
         import torch.nn.functional as F
@@ -214,7 +236,7 @@ class ClassificationTask(Task):
     logit_slice: tuple[int, int] | None = None
 
     def _logits(self, model, batch):
-        logits = model(**_model_inputs(batch)).logits.float()
+        logits = model(**model_inputs(batch)).logits.float()
         if self.logit_slice is not None:
             logits = logits[:, self.logit_slice[0] : self.logit_slice[1]]
         return logits
@@ -274,7 +296,7 @@ class ClassificationTask(Task):
         return metrics, rows
 
 
-def _model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
 
 

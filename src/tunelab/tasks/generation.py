@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from tunelab.config import TaskConfig
 from tunelab.data.sources import RowProblems, Table, is_missing, read_table
 from tunelab.data.templates import get_path, render
 from tunelab.errors import ConfigError, DataError, ModelError
@@ -89,11 +90,8 @@ class GenerationTask(Task):
             self.use_chat = has and mode != "off"
 
     # -- construction ------------------------------------------------------------------
-    SETTINGS = (
-        "format", "template", "fields", "chat_template", "system_prompt", "loss_on",
-        "too_long", "packing", "metrics", "max_new_tokens", "num_beams", "do_sample",
-        "temperature", "top_p", "eval_max_examples", "choices", "context_tokens",
-    )  # fmt: skip
+    #: the task settings a generation task keeps: every `task` key but its type
+    SETTINGS = tuple(k for k in TaskConfig.model_fields if k != "type")
 
     @classmethod
     def from_config(cls, cfg, train_table: Table | None, tokenizer) -> GenerationTask:
@@ -586,7 +584,7 @@ class GenerationTask(Task):
     def generate_for(self, model, prompts: list[list[int]], batch_size: int, accelerator,
                      **over) -> list[str]:  # fmt: skip
         """Generated text for each prompt (token ids), in order, on every process."""
-        from tunelab.generation import generate_ids
+        from tunelab.models.generate import generate_ids
 
         return generate_ids(model, self.tokenizer, prompts, batch_size, accelerator,
                             seq2seq=self.seq2seq, **self.generation_kwargs(**over))  # fmt: skip

@@ -13,28 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunelab.errors import ConfigError
+from tunelab.evaluation.metrics import primary_metric
 from tunelab.tasks.base import Split, Task
+from tunelab.tasks.registry import build_task, get_task
+from tunelab.tasks.splits import read_train_table
 
-#: the score of a task that enters the mixture's mean, by the first of its task.metrics
-PRIMARY = {
-    "rouge": "rougeL",
-    "bleu": "bleu",
-    "chrf": "chrf",
-    "squad": "squad_f1",
-    "exact_match": "exact_match",
-    "choice": "acc",
-}
 TASK_KEY = "task_id"
-
-
-def primary_metric(task_cfg, metric: str | None = None) -> str | None:
-    """The metric of one task that enters the mean (None: only its loss is known)."""
-    if metric:
-        return metric
-    if task_cfg.type == "classification":
-        return "accuracy"
-    metrics = list(task_cfg.metrics)
-    return PRIMARY[metrics[0]] if metrics else None
+NO_FILE = "a mixture run reads each task's own data; score a file with a single-task run"
 
 
 @dataclass
@@ -95,20 +80,17 @@ class MixtureTask(Task):
 
     # -- construction ------------------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg, tokenizer) -> tuple[MixtureTask, dict[str, MixedSplit]]:
-        """The mixture task of ``cfg`` and its train/validation(/test) splits."""
-        from tunelab.api import build_task, load_splits
-        from tunelab.data.sources import read_table
-
+    def from_config(cls, cfg, train_table, tokenizer) -> MixtureTask:
+        """The mixture task of ``cfg``; its splits are read with it (:meth:`splits` gives them:
+        a classification task's labels come from its training rows)."""
         tasks: dict[str, Task] = {}
         per_split: dict[str, dict[str, Split]] = {}
         specs = {}
         for spec in cfg.mixture.tasks:
             sub = cfg.spec_config(spec)
-            d = sub.data
-            table = read_table(d.train, split=d.train_split, on_error=d.on_error, defer=True)
+            table = read_train_table(sub)
             task = build_task(sub, tokenizer, table)
-            for split_name, s in load_splits(sub, task, table).items():
+            for split_name, s in task.splits(sub, table).items():
                 if len(s) == 0:
                     raise ConfigError(
                         f"mixture task {spec.name!r}: its {split_name} split is empty"
@@ -123,13 +105,28 @@ class MixtureTask(Task):
         mixture = cfg.mixture.model_dump(mode="json", exclude={"tasks"})
         self = cls(tasks, specs, mixture)
         # a task without a test split is simply absent from the mixed test split
-        splits = {name: concat_splits(name, parts, self.ids) for name, parts in per_split.items()}
-        return self, splits
+        self.prepared = {
+            name: concat_splits(name, parts, self.ids) for name, parts in per_split.items()
+        }
+        return self
+
+    #: the splits read by :meth:`from_config`
+    prepared: dict[str, MixedSplit] | None = None
+
+    def splits(self, cfg, train_table=None) -> dict[str, MixedSplit]:
+        """Every task's splits, laid end to end (train, validation, and test where given)."""
+        if self.prepared is None:
+            self.prepared = type(self).from_config(cfg, None, self.tokenizer).prepared
+        return self.prepared
+
+    def load_split(self, spec, name, *, hub_split="train", on_error="strict", require_labels=True):
+        raise ConfigError(NO_FILE)
+
+    def table_to_split(self, table, name, *, require_labels=True, on_error="strict"):
+        raise ConfigError(NO_FILE)
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any], tokenizer) -> MixtureTask:
-        from tunelab.tasks import get_task
-
         tasks = {
             name: get_task(m["type"]).from_metadata(m, tokenizer)
             for name, m in meta["tasks"].items()
@@ -203,9 +200,9 @@ class MixtureTask(Task):
         """Each row's cross-entropy over its own task's slice of the logits."""
         import torch.nn.functional as F
 
-        from tunelab.tasks.classification import _model_inputs
+        from tunelab.tasks.classification import model_inputs
 
-        logits = model(**_model_inputs(batch)).logits.float()
+        logits = model(**model_inputs(batch)).logits.float()
         task_of = batch[TASK_KEY]
         total = logits.new_zeros(())
         n = len(task_of)
@@ -288,6 +285,9 @@ class MixtureTask(Task):
 
     def generate_for(self, *args, **kwargs):
         return self.tasks[self.names[0]].generate_for(*args, **kwargs)
+
+    def prompt_ids(self, prompt):
+        return self.tasks[self.names[0]].prompt_ids(prompt)
 
     def generation_kwargs(self, **over):
         return self.tasks[self.names[0]].generation_kwargs(**over)

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tunelab import rundir
 from tunelab.data.batching import BatchSampler
 from tunelab.errors import TunelabError
 from tunelab.evaluation.metrics import greater_is_better, scalar_metrics
-from tunelab.methods.base import count_layers, in_head, layer_index
+from tunelab.models.layers import count_layers, in_head, layer_index
 from tunelab.training import checkpoint as ckpt
 from tunelab.training.faults import fault_point
 from tunelab.utils.io import append_jsonl, atomic_write_json, atomic_write_jsonl
@@ -122,7 +123,7 @@ class Trainer:
         self.acc, self.model, self.method, self.task = accelerator, model, method, task
         self.train_split, self.val_split = train_split, val_split
         self.run_dir, self.console = run_dir, console
-        self.ckpt_root = run_dir / "checkpoints"
+        self.ckpt_root = run_dir / rundir.CHECKPOINTS
         self.state = LoopState()
         tc = self.tc
         world = accelerator.num_processes
@@ -169,8 +170,9 @@ class Trainer:
         tc, acc, split = self.tc, self.acc, self.train_split
         total_batches = self.total_steps * tc.grad_accum
         args = (tc.batch_size, tc.seed, acc.num_processes, acc.process_index)
-        if hasattr(self.task, "make_sampler"):
-            return self.task.make_sampler(split, *args, total_batches=total_batches)
+        own = self.task.make_sampler(split, *args, total_batches=total_batches)
+        if own is not None:
+            return own
         cur = self.cfg.curriculum
         if cur.by != "none":
             from tunelab.data.curriculum import CurriculumSampler
@@ -193,7 +195,7 @@ class Trainer:
     # -- logging -------------------------------------------------------------------------
     def log(self, row: dict[str, Any]) -> None:
         if self.acc.is_main_process:
-            append_jsonl(self.run_dir / "metrics.jsonl", row)
+            append_jsonl(self.run_dir / rundir.METRICS, row)
 
     def say(self, msg: str) -> None:
         if self.acc.is_main_process and self.console is not None:
@@ -299,9 +301,9 @@ class Trainer:
         self.log(row)
         if tag == "validation_before" and self.acc.is_main_process:
             # the zero-shot side of a before/after comparison, recomputable like the final one
-            atomic_write_json(self.run_dir / "eval" / f"{tag}.json", metrics)
+            atomic_write_json(rundir.eval_path(self.run_dir, tag), metrics)
             if self.cfg.output.save_predictions:
-                atomic_write_jsonl(self.run_dir / "predictions" / f"{tag}.jsonl", rows)
+                atomic_write_jsonl(rundir.predictions_path(self.run_dir, tag), rows)
         return metrics
 
     def _after_eval(self, metrics: dict[str, Any]) -> bool:
@@ -413,34 +415,9 @@ class Trainer:
                 loss, grad_norm, ok = self.train_step(micro)
                 self.state.train_seconds += time.perf_counter() - t0
                 self.state.step += 1
-                if self.trace is not None:
-                    append_jsonl(
-                        self.run_dir / f"trace-rank{self.acc.process_index}.jsonl",
-                        {"step": self.state.step, "rows": [r for b in self.trace for r in b]},
-                    )
-                    self.trace.clear()
+                self._write_trace()
                 if not ok:
-                    self.state.bad_steps += 1
-                    self.state.skipped_steps += 1
-                    self.log(
-                        {
-                            "type": "skip",
-                            "step": self.state.step,
-                            "loss": loss,
-                            "grad_norm": grad_norm,
-                            "reason": "non-finite loss or gradient",
-                        }
-                    )
-                    self.say(
-                        f"[yellow]step {self.state.step}: non-finite loss/gradient, step skipped"
-                    )
-                    if self.state.bad_steps >= tc.max_bad_steps:
-                        self.save_checkpoint()
-                        raise TunelabError(
-                            f"stopped after {self.state.bad_steps} consecutive non-finite steps "
-                            f"(training.max_bad_steps); checkpoint saved at step {self.state.step}. "
-                            "Lower training.lr or check the data."
-                        )
+                    self._skipped_step(loss, grad_norm)
                 else:
                     self.state.bad_steps = 0
                     window_loss, window_n = window_loss + loss, window_n + 1
@@ -486,6 +463,34 @@ class Trainer:
                 if stop:
                     stop_reason = "early_stopping"
                     break
+        return self._finish(stop_reason, before)
+
+    def _write_trace(self) -> None:
+        if self.trace is not None:
+            append_jsonl(
+                rundir.trace_file(self.run_dir, self.acc.process_index),
+                {"step": self.state.step, "rows": [r for b in self.trace for r in b]},
+            )
+            self.trace.clear()
+
+    def _skipped_step(self, loss: float, grad_norm: float) -> None:
+        """A non-finite loss or gradient: the step is skipped, and too many in a row stop."""
+        self.state.bad_steps += 1
+        self.state.skipped_steps += 1
+        self.log({"type": "skip", "step": self.state.step, "loss": loss, "grad_norm": grad_norm,
+                  "reason": "non-finite loss or gradient"})  # fmt: skip
+        self.say(f"[yellow]step {self.state.step}: non-finite loss/gradient, step skipped")
+        if self.state.bad_steps >= self.tc.max_bad_steps:
+            self.save_checkpoint()
+            raise TunelabError(
+                f"stopped after {self.state.bad_steps} consecutive non-finite steps "
+                f"(training.max_bad_steps); checkpoint saved at step {self.state.step}. "
+                "Lower training.lr or check the data."
+            )
+
+    def _finish(self, stop_reason: str, before: dict[str, Any] | None) -> dict[str, Any]:
+        """Pick the final weights (the best evaluation's, if asked) and summarise the run."""
+        tc = self.tc
         self.weights_step = self.state.step
         if (
             tc.load_best

@@ -22,9 +22,9 @@ def demo_config_dict() -> dict:
 
 
 def run_demo(overrides: list[str] | None = None):
-    """Write the demo data, fine-tune, and return the :class:`~tunelab.api.RunResult`."""
-    from tunelab.api import train
+    """Write the demo data, fine-tune, and return the :class:`~tunelab.workflows.single.RunResult`."""
     from tunelab.data.demo import write_demo_dataset
+    from tunelab.workflows.train import train_config
 
     cfg = load_config(demo_config_dict(), overrides)
     data_dir = Path(cfg.output.dir) / "demo-data"
@@ -34,4 +34,4 @@ def run_demo(overrides: list[str] | None = None):
     )
     if cfg.output.name is None:
         cfg.output.name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    return train(cfg)
+    return train_config(cfg)

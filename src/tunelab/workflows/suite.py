@@ -20,9 +20,19 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from tunelab.config import Section, _format_validation_error
+from tunelab import rundir
+from tunelab.config import Section, format_validation_error, load_config
+from tunelab.data.augment import input_columns
+from tunelab.data.sources import Table, read_table
 from tunelab.errors import ConfigError, DataError
+from tunelab.evaluation import fairness
+from tunelab.evaluation.generation_metrics import token_f1
+from tunelab.evaluation.metrics import headline_metric
+from tunelab.evaluation.perturb import check_perturbations, perturb
+from tunelab.reporting.tables import print_suite
+from tunelab.tasks.generation import GenerationTask
 from tunelab.utils.io import atomic_write_json, atomic_write_jsonl
+from tunelab.workflows.generate import load_generation_target
 
 
 class SuiteTask(Section):
@@ -88,16 +98,8 @@ def load_suite(path: str | Path) -> tuple[Suite, Path]:
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {e}") from None
     except ValidationError as e:
-        raise ConfigError(
-            _format_validation_error(e).replace("invalid config", f"invalid suite {p}")
-        ) from None
-    from tunelab.evaluation.perturb import PERTURBATIONS
-
-    bad = [k for k in suite.robustness.perturbations if k not in PERTURBATIONS]
-    if bad:
-        raise ConfigError(
-            f"{p}: robustness.perturbations {bad}; allowed: {', '.join(PERTURBATIONS)}"
-        )
+        raise ConfigError(format_validation_error(e, head=f"invalid suite {p}: ")) from None
+    check_perturbations(suite.robustness.perturbations, f"{p}: robustness.perturbations")
     return suite, p.parent
 
 
@@ -106,55 +108,17 @@ class Target:
     """What a suite scores: a model (with its tokenizer and accelerator) and its task kind."""
 
     def __init__(self, target: str, trust_remote_code: bool = False):
-        from tunelab.api import load_run
-
         path = Path(target)
         self.name = path.name if path.is_dir() else target
-        if (path / "run.json").is_file():
-            run = load_run(path, trust_remote_code)
-            self.run, self.cfg, self.model = run, run.config, run.model
-            self.accelerator, self.task = run.accelerator, run.task
-            self.kind = run.task.kind
-            self.tokenizer = run.task.tokenizer
-            self.out_dir = path / "eval"
-        else:
-            self._load_model(target, trust_remote_code)
-
-    def _load_model(self, name: str, trust_remote_code: bool) -> None:
-        from tunelab.api import make_accelerator
-        from tunelab.config import load_config
-        from tunelab.models.loading import load_tokenizer
-        from tunelab.models.registry import resolve_model
-        from tunelab.tasks.generation import GenerationTask
-
-        self.run = None
-        self.cfg = load_config(
-            {
-                "model": {"name": name, "trust_remote_code": trust_remote_code},
-                "task": {"type": "generation"},
-                "training": {"progress": False},
-            }
-        )
-        resolved = resolve_model(name, None)
-        self.tokenizer = load_tokenizer(resolved, trust_remote_code)
-        self.task = GenerationTask.from_config(self.cfg, None, self.tokenizer)
-        try:
-            model = self.task.build_model(resolved, trust_remote_code)
-        except Exception as e:  # an encoder has no LM head: transformers raises ValueError
-            raise ConfigError(
-                f"{name} is not a language model ({type(e).__name__}); a classifier is "
-                "evaluated through a finished run: tunelab eval RUN_DIR --suite ..."
-            ) from None
-        self.accelerator = make_accelerator(self.cfg)
-        self.model = self.accelerator.prepare(model).eval()
-        self.kind = "generation"
-        self.out_dir = None
+        t = load_generation_target(target, trust_remote_code, allow_classifier=True)
+        self.run, self.cfg, self.model = t.run, t.config, t.model
+        self.accelerator, self.task, self.tokenizer = t.accelerator, t.task, t.tokenizer
+        self.kind = t.task.kind
+        self.out_dir = path / rundir.EVAL if t.run is not None else None
 
 
 def _task_for(target: Target, st: SuiteTask, suite: Suite):
     """The tunelab task that scores ``st`` on ``target``."""
-    from tunelab.config import load_config
-
     kind = st.task.get(
         "type", "classification" if target.kind == "classification" else "generation"
     )
@@ -176,8 +140,6 @@ def _task_for(target: Target, st: SuiteTask, suite: Suite):
         return task
     if target.kind == "classification":
         raise ConfigError(f"suite task {st.name!r} is a {kind} task; this target is a classifier")
-    from tunelab.tasks.generation import GenerationTask
-
     base = target.cfg.to_dict()
     base["task"] = {**st.task, "type": "generation"}
     base["data"] = {"labels": st.task.get("labels")} if st.task.get("labels") else {}
@@ -196,9 +158,6 @@ def _task_for(target: Target, st: SuiteTask, suite: Suite):
 
 
 def _perturbed(table, columns: list[str], kind: str, strength: float, seed: int):
-    from tunelab.data.sources import Table
-    from tunelab.evaluation.perturb import perturb
-
     rows = [dict(r) for r in table.rows]
     for col in columns:
         idx = [i for i, r in enumerate(rows) if isinstance(r.get(col), str)]
@@ -222,10 +181,8 @@ def example_scores(task, rows: list[dict[str, Any]]) -> dict[int, float] | None:
             for r in rows
         }
     if "squad" in metrics:
-        from tunelab.evaluation.generation_metrics import _f1
-
         return {
-            r["row"]: max(_f1(r["prediction"], x) for x in
+            r["row"]: max(token_f1(r["prediction"], x) for x in
                           (r["reference"] if isinstance(r["reference"], list) else [r["reference"]]))
             for r in rows
         }  # fmt: skip
@@ -237,13 +194,11 @@ def example_scores(task, rows: list[dict[str, Any]]) -> dict[int, float] | None:
 
 
 def main_metric(task) -> str:
-    """The score a suite reports for ``task``: as a mixture's mean would pick it."""
-    from tunelab.tasks.mixture import PRIMARY
-
-    if task.kind == "classification":
-        return "accuracy"
-    metrics = task.s["metrics"]
-    return PRIMARY[metrics[0]] if metrics else "perplexity"
+    """The score a suite reports for ``task``: its headline metric, else perplexity."""
+    kind = task.kind
+    return headline_metric(kind, [] if kind == "classification" else task.s["metrics"]) or (
+        "perplexity"
+    )
 
 
 def run_suite(
@@ -254,10 +209,20 @@ def run_suite(
     trust_remote_code: bool = False,
     console=None,
 ) -> dict[str, Any]:
-    """Score ``target`` on every task of the suite; write and return the results."""
-    from tunelab.data.augment import input_columns
-    from tunelab.data.sources import read_table
+    """Score ``target`` on every task of the suite; write and return the results (in the run's
+    ``eval/`` folder, ``output``, or ``runs/eval-NAME``)."""
+    return run_suite_to_file(target, suite_path, output, batch_size, trust_remote_code, console)[0]
 
+
+def run_suite_to_file(
+    target: str,
+    suite_path: str | Path,
+    output: str | Path | None = None,
+    batch_size: int | None = None,
+    trust_remote_code: bool = False,
+    console=None,
+) -> tuple[dict[str, Any], Path]:
+    """:func:`run_suite`, also returning the path of the results file."""
     suite, base_dir = load_suite(suite_path)
     t = Target(target, trust_remote_code)
     out_dir = Path(output) if output else (t.out_dir or Path("runs") / f"eval-{t.name}")
@@ -315,17 +280,15 @@ def run_suite(
                 entry["robustness"]["worst_case"] = scale * sum(worst.values()) / len(worst)
         results["tasks"][st.name] = entry
     results["seconds"] = round(time.perf_counter() - t0, 1)
+    path = out_dir / f"suite-{suite.name}.json"
     if t.accelerator.is_main_process:
-        atomic_write_json(out_dir / f"suite-{suite.name}.json", results)
-    results["_written"] = str(out_dir / f"suite-{suite.name}.json")
+        atomic_write_json(path, results)
     if console is not None:
         print_suite(console, results)
-    return results
+    return results, path
 
 
 def _fairness(t: Target, st: SuiteTask, table, bs: int, seed: int) -> dict[str, Any]:
-    from tunelab.evaluation import fairness
-
     if st.kind == "crows_pairs":
         if t.kind == "classification":
             raise ConfigError(f"suite task {st.name!r}: crows_pairs scores language models")
@@ -354,57 +317,11 @@ def _fairness(t: Target, st: SuiteTask, table, bs: int, seed: int) -> dict[str, 
 
 
 def _save_rows(out_dir: Path, name: str, rows: list[dict[str, Any]]) -> None:
+    """A run's suite predictions go to its ``predictions/``; elsewhere next to the results."""
     if rows:
-        atomic_write_jsonl(out_dir.parent / "predictions" / f"{name}.jsonl"
-                           if out_dir.name == "eval" else out_dir / f"{name}.jsonl", rows)  # fmt: skip
-
-
-def print_suite(console, results: dict[str, Any]) -> None:
-    """One row per task and condition (clean, each perturbation, worst case): stays narrow."""
-    from rich.table import Table
-
-    t = Table(title=f"suite {results['suite']} · {results['target']}")
-    for c in ("task", "metric", "n", "condition", "score"):
-        t.add_column(c, justify="left" if c in ("task", "metric", "condition") else "right")
-    fair = {n: e for n, e in results["tasks"].items() if e.get("kind", "task") != "task"}
-    for name, e in results["tasks"].items():
-        if name in fair:
-            continue
-        rb = e.get("robustness", {})
-        rows = [("clean", e["clean"].get(e["metric"]))]
-        rows += list(rb.get("perturbations", {}).items())
-        if rb.get("worst_case") is not None:
-            rows.append(("worst case", rb["worst_case"]))
-        for i, (cond, v) in enumerate(rows):
-            t.add_row(name if i == 0 else "", e["metric"] if i == 0 else "",
-                      str(e["n"]) if i == 0 else "", cond,
-                      "—" if v is None else f"{v:.4f}")  # fmt: skip
-    if len(fair) < len(results["tasks"]):
-        console.print(t)
-    if fair:
-        ft = Table(title="fairness")
-        for c in ("task", "measure", "value", "95% CI / n"):
-            ft.add_column(c, justify="left" if c in ("task", "measure") else "right")
-        for name, e in fair.items():
-            for measure, value, extra in _fair_rows(e):
-                ft.add_row(name, measure, value, extra)
-        console.print(ft)
-
-
-def _fair_rows(e: dict[str, Any]):
-    if e["kind"] == "crows_pairs":
-        yield "pct_stereotype (all)", f"{e['pct_stereotype']:.1f}", f"n={e['n']}"
-        for k, v in e["by_bias_type"].items():
-            yield f"pct_stereotype ({k})", f"{v['pct_stereotype']:.1f}", f"n={v['n']}"
-    elif e["kind"] == "eec":
-        for key in ("gender_gap_female_minus_male", "race_gap_african_american_minus_european"):
-            g = e[key]
-            yield key, f"{g['gap']:+.4f}", f"[{g['ci_low']:+.4f}, {g['ci_high']:+.4f}]"
-    else:
-        for attr, v in e["attributes"].items():
-            if v["n"]:
-                yield f"{attr}: flip rate", f"{v['flip_rate']:.4f}", f"n={v['n']}"
-                yield f"{attr}: mean Δp({e['score_label']})", f"{v['mean_score_change']:+.4f}", ""
+        in_run = out_dir.name == rundir.EVAL and rundir.is_run_dir(out_dir.parent)
+        path = rundir.predictions_path(out_dir.parent, name) if in_run else out_dir / f"{name}.jsonl"
+        atomic_write_jsonl(path, rows)
 
 
 def dumps(results: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 ``load_adapters({"sst2": RUN_A, "imdb": RUN_B})`` loads the PEFT adapters of finished LoRA /
 DoRA / IA3 runs onto one copy of their shared base model; ``.use(name)`` gives a
-:class:`~tunelab.api.LoadedRun` that ``tunelab.predict`` and ``tunelab.evaluate`` accept.
+:class:`~tunelab.workflows.runs.LoadedRun` that ``tunelab.predict`` and ``tunelab.evaluate`` accept.
 ``combine_adapters`` writes a new run whose LoRA update is the weighted sum of the runs' updates
 (PEFT's ``add_weighted_adapter``) and whose task head is their weighted average.
 """
@@ -16,27 +16,52 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from tunelab import rundir
 from tunelab.errors import ConfigError, RunDirError
+from tunelab.methods import method_class, methods_where
 from tunelab.utils.io import atomic_directory, atomic_write_json, atomic_write_yaml
-
-PEFT_METHODS = ("lora", "dora", "ia3")
-COMBINABLE = ("lora",)
-TOKENIZER_FILES = ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
+from tunelab.workflows.runs import LoadedRun, OpenedRun, open_run, predict
 
 
-def _check_runs(runs: dict[str, Any], allowed: tuple[str, ...]):
+def named_runs(items: list[str]) -> dict[str, str]:
+    """``[NAME=]RUN_DIR`` arguments as ``{name: run_dir}`` (a bare path is named by its folder)."""
+    runs: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).name, item
+        if name in runs:
+            raise ConfigError(f"two runs are named {name!r}; name them: NAME=RUN_DIR")
+        runs[name] = path
+    return runs
+
+
+def parse_weights(text: str | None, runs: dict[str, Any]) -> dict[str, float] | None:
+    """``"0.7,0.3"``: one combination weight per run, in order (None: equal weights)."""
+    if not text:
+        return None
+    try:
+        values = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--weights {text!r}: comma-separated numbers") from None
+    if len(values) != len(runs):
+        raise ConfigError(f"--weights has {len(values)} values for {len(runs)} runs")
+    return dict(zip(runs, values))
+
+
+def _check_runs(runs: dict[str, Any], allowed: list[str]) -> dict[str, OpenedRun]:
     """Open each run; check they share base model, task and a PEFT method."""
-    from tunelab.api import _open_run
-
     if not runs:
         raise ConfigError("give at least one run")
-    opened = {}
+    opened: dict[str, OpenedRun] = {}
     for name, path in runs.items():
         if not name or "/" in name or name.startswith("."):
             raise ConfigError(f"adapter name {name!r} must be a plain word")
-        opened[name] = (Path(path), *_open_run(Path(path)))
-    _first_name, (first_dir, _cfg0, info0, *_rest) = next(iter(opened.items()))
-    for d, cfg, info, *_ in opened.values():
+        opened[name] = open_run(Path(path))
+    first = next(iter(opened.values()))
+    first_dir, info0 = first.run_dir, first.info
+    for run in opened.values():
+        d, cfg, info = run.run_dir, run.config, run.info
         if cfg.method not in allowed:
             raise ConfigError(
                 f"{d}: method {cfg.method} is not an adapter this can load side by side or "
@@ -75,7 +100,7 @@ def _task_kind(meta: dict[str, Any]) -> tuple:
 def _expand(runs: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
     """A per-task adapter run (its ``adapters.json``) stands for its tasks' runs."""
     if isinstance(runs, (str, os.PathLike)):
-        index = Path(runs) / "adapters.json"
+        index = Path(runs) / rundir.ADAPTERS
         if not index.is_file():
             raise RunDirError(
                 f"{runs} holds no per-task adapters (no adapters.json); pass "
@@ -92,31 +117,28 @@ class AdapterSet:
         from peft import PeftModel
 
         runs = _expand(runs)
-        opened = self.opened = _check_runs(runs, PEFT_METHODS)
-        name0, (dir0, _cfg, _info, resolved, accelerator, task) = next(iter(opened.items()))
-        self.task, self.accelerator = task, accelerator
-        base = task.build_model(resolved)
+        opened = self.opened = _check_runs(runs, methods_where(saves_peft_adapter=True))
+        name0, first = next(iter(opened.items()))
+        self.task, self.accelerator = first.task, first.accelerator
+        base = first.task.build_model(first.resolved)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-            model = PeftModel.from_pretrained(base, dir0 / "model", adapter_name=name0)
-            for name, (d, *_) in list(opened.items())[1:]:
-                model.load_adapter(d / "model", adapter_name=name)
+            folder0 = first.run_dir / rundir.MODEL
+            model = PeftModel.from_pretrained(base, folder0, adapter_name=name0)
+            for name, run in list(opened.items())[1:]:
+                model.load_adapter(run.run_dir / rundir.MODEL, adapter_name=name)
         self.model = model.eval()
         self.names = list(opened)
 
     def use(self, name: str):
         """The set with adapter ``name`` active, as a run that predict/evaluate accept."""
-        from tunelab.api import LoadedRun
-
         if name not in self.names:
             raise ConfigError(f"no adapter {name!r}; loaded: {', '.join(self.names)}")
         self.model.set_adapter(name)
-        d, cfg, info, _resolved, _acc, task = self.opened[name]
-        return LoadedRun(d, cfg, task, self.model, self.accelerator, info)
+        run = self.opened[name]
+        return LoadedRun(run.run_dir, run.config, run.task, self.model, self.accelerator, run.info)
 
     def predict(self, texts: list[str], adapter: str, **kw) -> list[dict[str, Any]]:
-        from tunelab.api import predict
-
         return predict(self.use(adapter), texts=texts, **kw)
 
 
@@ -146,7 +168,7 @@ def combine_adapters(
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
-    opened = _check_runs(_expand(runs), COMBINABLE)
+    opened = _check_runs(_expand(runs), methods_where(combinable=True))
     names = list(opened)
     weights = dict(weights or {n: 1.0 / len(names) for n in names})
     if set(weights) != set(names):
@@ -160,15 +182,18 @@ def combine_adapters(
     if out.exists() and not overwrite:
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
 
-    _name0, (dir0, cfg, info, resolved, _acc, task) = next(iter(opened.items()))
+    first = next(iter(opened.values()))
+    dir0, cfg, info, resolved, task = (first.run_dir, first.config, first.info, first.resolved,
+                                       first.task)  # fmt: skip
     heads: dict[str, torch.Tensor] = {}
     total = sum(weights.values())
     model = None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore")
         base = task.build_model(resolved)
-        for name, (d, *_) in opened.items():
-            lc = LoraConfig.from_pretrained(str(d / "model"))
+        for name, run in opened.items():
+            d = run.run_dir
+            lc = LoraConfig.from_pretrained(str(d / rundir.MODEL))
             head_names = list(dict.fromkeys(lc.modules_to_save or []))
             # PEFT cannot combine adapters that carry a head (and a SEQ_CLS task type adds one)
             lc.modules_to_save, task_type = None, lc.task_type
@@ -179,7 +204,7 @@ def combine_adapters(
             else:
                 model.add_adapter(name, lc)
             lora_state = {}
-            for key, t in load_file(str(d / "model" / "adapter_model.safetensors")).items():
+            for key, t in load_file(str(d / rundir.MODEL / "adapter_model.safetensors")).items():
                 if "lora_" in key:
                     lora_state[key] = t
                 else:  # the task head, stored under its own name
@@ -203,32 +228,30 @@ def combine_adapters(
         for n in names:
             model.delete_adapter(n)
     with atomic_directory(out) as tmp:
-        (tmp / "model").mkdir()
+        (tmp / rundir.MODEL).mkdir()
         model.save_pretrained(tmp / "model_peft", selected_adapters=["combined"])
         src = tmp / "model_peft" / "combined"
         if not src.is_dir():
             src = tmp / "model_peft"
         state = load_file(str(src / "adapter_model.safetensors"))
         state.update({k: v.contiguous() for k, v in heads.items()})
-        save_file(state, str(tmp / "model" / "adapter_model.safetensors"))
+        save_file(state, str(tmp / rundir.MODEL / "adapter_model.safetensors"))
         acfg = json.loads((src / "adapter_config.json").read_text())
         acfg["modules_to_save"] = head_names or None
         acfg["task_type"] = task_type
-        (tmp / "model" / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
+        (tmp / rundir.MODEL / "adapter_config.json").write_text(json.dumps(acfg, indent=2))
         shutil.rmtree(tmp / "model_peft")
-        for f in (dir0 / "model").iterdir():
-            if f.name.startswith(TOKENIZER_FILES):
-                shutil.copy2(f, tmp / "model" / f.name)
+        rundir.copy_tokenizer_files(dir0 / rundir.MODEL, tmp / rundir.MODEL)
         new_cfg = cfg.to_dict()
-        new_cfg["method"] = "lora"
-        new_cfg["lora"]["r"] = int(acfg["r"])
+        # the runs share one combinable method (LoRA): so does the combination, at its new rank
+        new_cfg[method_class(cfg.method).settings_key()]["r"] = int(acfg["r"])
         new_cfg["output"].update(dir=str(out.parent), name=out.name)
-        atomic_write_yaml(tmp / "config.yaml", new_cfg)
+        atomic_write_yaml(tmp / rundir.CONFIG, new_cfg)
         new_info = {k: info[k] for k in ("tunelab_version", "model", "task", "method") if k in info}
         new_info.update(
             status="completed",
-            combined_from={n: {"run": str(opened[n][0]), "weight": weights[n]} for n in names},
+            combined_from={n: {"run": str(opened[n].run_dir), "weight": weights[n]} for n in names},
             combination=combination,
         )
-        atomic_write_json(tmp / "run.json", new_info)
+        atomic_write_json(tmp / rundir.RUN_INFO, new_info)
     return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import subprocess
 import sys
@@ -16,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tunelab import rundir
 from tunelab.config import load_config
 from tunelab.errors import ConfigError, TunelabError
+from tunelab.methods import method_names
 from tunelab.utils.io import atomic_write_json, atomic_write_text
 
 COLUMNS = (
@@ -40,6 +41,17 @@ def parse_entry(entry: str) -> tuple[str, str, list[str]]:
     return entry.replace("@", "-lr"), method, extra
 
 
+def per_method_overrides(items: list[str] | None) -> dict[str, list[str]]:
+    """``--set METHOD:key=value`` arguments as ``{method: [key=value, ...]}``."""
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        method, sep, override = item.partition(":")
+        if not sep or "=" not in override:
+            raise ConfigError(f"--set {item!r}: expected METHOD:key=value")
+        out.setdefault(method.strip(), []).append(override.strip())
+    return out
+
+
 def compare(
     config: str | os.PathLike,
     methods: list[str],
@@ -53,8 +65,6 @@ def compare(
     same method at several rates to find its best); ``per_method`` maps a method to overrides
     that apply to its runs only (e.g. ``{"prefix": ["prefix.num_virtual_tokens=30"]}``).
     """
-    from tunelab.methods import method_names
-
     entries = [parse_entry(e) for e in methods]
     unknown = [m for _, m, _ in entries if m not in method_names()]
     unknown += [m for m in (per_method or {}) if m not in method_names()]
@@ -88,13 +98,13 @@ def compare(
             "training.progress=false",
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        info_path = out / label / "run.json"
+        info_path = out / label / rundir.RUN_INFO
         if proc.returncode != 0 or not info_path.is_file():
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             rows.append({"method": label, "error": last})
             continue
-        info = json.loads(info_path.read_text())
-        used = load_config(out / label / "config.yaml")
+        info = rundir.read_info(out / label)
+        used = load_config(out / label / rundir.CONFIG)
         s = info["summary"]
         rows.append(
             {
