@@ -72,8 +72,18 @@ def main() -> int:
 
     rows = []
     for mode in ("none", "selective", "full"):
-        cmd = [sys.executable, __file__, "--worker", mode, "--steps", str(args.steps),
-               "--batch", str(args.batch), "--length", str(args.length)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            mode,
+            "--steps",
+            str(args.steps),
+            "--batch",
+            str(args.batch),
+            "--length",
+            str(args.length),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"{mode}: {rows[-1]['step_s']:.2f} s/step", flush=True)
@@ -83,10 +93,13 @@ def main() -> int:
     ref = rows[0]
     for r in rows:
         t.add_row(
-            r["mode"], f"{r['step_s']:.2f}", f"{r['step_s'] / ref['step_s'] - 1:+.0%}",
-            f"{r['peak_rss_mb']:.0f}", f"{r['peak_rss_mb'] / ref['peak_rss_mb'] - 1:+.0%}",
+            r["mode"],
+            f"{r['step_s']:.2f}",
+            f"{r['step_s'] / ref['step_s'] - 1:+.0%}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['peak_rss_mb'] / ref['peak_rss_mb'] - 1:+.0%}",
             f"{r['grad_norm']:.6g}",
-        )  # fmt: skip
+        )
     Console(width=120).print(t)
     return 0
 

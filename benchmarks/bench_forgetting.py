@@ -90,13 +90,17 @@ def variants(args) -> dict[str, dict]:
     out = {"plain": base}
     cfg = copy.deepcopy(base)
     cfg["mixture"]["tasks"][0]["weight"] = 1.0 - args.replay
-    cfg["mixture"]["tasks"].append({
-        "name": "replay",
-        "data": {"train": str(DATA / "wikitext2" / "wiki.test.tokens.jsonl"),
-                 "validation_fraction": 0.05},
-        "task": {"format": "text", "fields": {"text": "text"}, "eval_max_examples": 8},
-        "weight": args.replay,
-    })  # fmt: skip
+    cfg["mixture"]["tasks"].append(
+        {
+            "name": "replay",
+            "data": {
+                "train": str(DATA / "wikitext2" / "wiki.test.tokens.jsonl"),
+                "validation_fraction": 0.05,
+            },
+            "task": {"format": "text", "fields": {"text": "text"}, "eval_max_examples": 8},
+            "weight": args.replay,
+        }
+    )
     out["replay"] = cfg
     for alpha in args.l2sp:
         cfg = copy.deepcopy(base)
@@ -122,8 +126,16 @@ def table(results: dict[str, dict]) -> None:
     from rich.table import Table
 
     t = Table(title="Forgetting on SmolLM2-135M, full fine-tuning on Multi30k en→de")
-    for c in ("run", "Multi30k BLEU", "WikiText-2 ppl before → after", "Δ ppl",
-              "BoolQ acc before → after", "Δ acc", "Δ BoolQ answer loss", "train s"):  # fmt: skip
+    for c in (
+        "run",
+        "Multi30k BLEU",
+        "WikiText-2 ppl before → after",
+        "Δ ppl",
+        "BoolQ acc before → after",
+        "Δ acc",
+        "Δ BoolQ answer loss",
+        "train s",
+    ):
         t.add_column(c, justify="left" if c == "run" else "right")
     for name, r in results.items():
         w = r["probes"].get("wikitext2", {})

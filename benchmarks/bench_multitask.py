@@ -140,8 +140,13 @@ def table(results: dict[str, dict]) -> None:
             else p["wikitext2_ppl_after"] - p["wikitext2_ppl_before"]
         )
         dem = None if p["boolq_acc_after"] is None else p["boolq_acc_after"] - p["boolq_acc_before"]
-        t.add_row(name, *[f(r["scores"][k]) for k in PRIMARY], f(dppl, "{:+.3f}"),
-                  f(dem, "{:+.1f}"), f(r["train_seconds"], "{:.0f}"))  # fmt: skip
+        t.add_row(
+            name,
+            *[f(r["scores"][k]) for k in PRIMARY],
+            f(dppl, "{:+.3f}"),
+            f(dem, "{:+.1f}"),
+            f(r["train_seconds"], "{:.0f}"),
+        )
     Console().print(t)
 
 

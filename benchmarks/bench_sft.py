@@ -197,9 +197,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    ap.add_argument("--tools", default="trl,tunelab,tunelab:selective",
-                    help="comma-separated: trl, trl:nockpt, tunelab, tunelab:selective, "
-                    "tunelab:full")  # fmt: skip
+    ap.add_argument(
+        "--tools",
+        default="trl,tunelab,tunelab:selective",
+        help="comma-separated: trl, trl:nockpt, tunelab, tunelab:selective, tunelab:full",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sft.json"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -233,11 +235,27 @@ def main() -> int:
         for tool in tools:
             result = work / f"{tool.replace(':', '-')}-{rep}.json"
             cmd = [
-                sys.executable, __file__, "--worker", tool, "--data", str(data),
-                "--tmp", str(work / f"{tool.replace(':', '-')}-out"), "--result", str(result),
-                "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                "--lr", str(args.lr), "--seed", str(args.seed), "--precision", precision,
-            ]  # fmt: skip
+                sys.executable,
+                __file__,
+                "--worker",
+                tool,
+                "--data",
+                str(data),
+                "--tmp",
+                str(work / f"{tool.replace(':', '-')}-out"),
+                "--result",
+                str(result),
+                "--steps",
+                str(args.steps),
+                "--batch-size",
+                str(args.batch_size),
+                "--lr",
+                str(args.lr),
+                "--seed",
+                str(args.seed),
+                "--precision",
+                precision,
+            ]
             print(f"[{rep + 1}/{args.repeats}] {tool} ...", flush=True)
             env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
             proc = subprocess.run(cmd, env=env)
@@ -254,24 +272,42 @@ def main() -> int:
             k: statistics.median(r[k] for r in rs)
             for k in ("tokens_per_s", "peak_rss_mb", "final_loss", "gflops", "train_seconds")
         }
-    t = Table(title=f"LoRA SFT, SmolLM2-135M, XSum chat: {info['rows']} rows, "
-                    f"{info['tokens']} tokens, {args.steps} steps, precision {precision}")  # fmt: skip
-    for c in ("tool", "tokens/s", "peak RSS MB", "final loss", "GFLOP/s", "% fp32 peak",
-              "% bf16 peak"):  # fmt: skip
+    t = Table(
+        title=f"LoRA SFT, SmolLM2-135M, XSum chat: {info['rows']} rows, "
+        f"{info['tokens']} tokens, {args.steps} steps, precision {precision}"
+    )
+    for c in (
+        "tool",
+        "tokens/s",
+        "peak RSS MB",
+        "final loss",
+        "GFLOP/s",
+        "% fp32 peak",
+        "% bf16 peak",
+    ):
         t.add_column(c, justify="left" if c == "tool" else "right")
     for tool, s in summary.items():
         t.add_row(
-            tool, f"{s['tokens_per_s']:.1f}", f"{s['peak_rss_mb']:.0f}", f"{s['final_loss']:.3f}",
-            f"{s['gflops']:.1f}", f"{100 * s['gflops'] / peaks['fp32']:.0f}",
+            tool,
+            f"{s['tokens_per_s']:.1f}",
+            f"{s['peak_rss_mb']:.0f}",
+            f"{s['final_loss']:.3f}",
+            f"{s['gflops']:.1f}",
+            f"{100 * s['gflops'] / peaks['fp32']:.0f}",
             f"{100 * s['gflops'] / peaks['bf16']:.0f}",
-        )  # fmt: skip
+        )
     for mine in (k for k in summary if k.startswith("tunelab")):
         for peer in (k for k in summary if k.startswith("trl")):
             a, b = summary[mine], summary[peer]
             t.add_row(
-                f"{mine} / {peer}", f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}x",
-                f"{a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x", "", "", "", "",
-            )  # fmt: skip
+                f"{mine} / {peer}",
+                f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}x",
+                f"{a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x",
+                "",
+                "",
+                "",
+                "",
+            )
     Console(width=120).print(t)
     print(f"matmul peak 2048x2048: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f}")
     Path(args.out).write_text(

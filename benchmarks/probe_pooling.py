@@ -45,8 +45,13 @@ def main() -> None:
         views: dict[str, list] = {"cls": [], "mean": [], "pooler": []}
         with torch.inference_mode():
             for i in range(0, len(texts), 64):
-                enc = tok(texts[i : i + 64], padding=True, truncation=True, max_length=128,
-                          return_tensors="pt")  # fmt: skip
+                enc = tok(
+                    texts[i : i + 64],
+                    padding=True,
+                    truncation=True,
+                    max_length=128,
+                    return_tensors="pt",
+                )
                 out = model(**enc)
                 h, m = out.last_hidden_state, enc["attention_mask"].unsqueeze(-1).float()
                 views["cls"].append(h[:, 0])

@@ -49,8 +49,6 @@ def test_side_by_side_matches_each_run_alone(two_lora_runs):
 def _merged_state(run):
     from transformers import AutoModelForSequenceClassification
 
-    import tunelab
-
     path = merge(run, overwrite=True)
     return AutoModelForSequenceClassification.from_pretrained(path).state_dict()
 

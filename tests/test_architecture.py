@@ -103,8 +103,12 @@ def _sccs(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def layer_of(module: str) -> int | None:
     """The LAYERS entry with the longest matching prefix; None when there is none."""
-    found = [(len(p), n) for n, ps in LAYERS.items() for p in ps
-             if module == p or (p != ROOT and module.startswith(p + "."))]  # fmt: skip
+    found = [
+        (len(p), n)
+        for n, ps in LAYERS.items()
+        for p in ps
+        if module == p or (p != ROOT and module.startswith(p + "."))
+    ]
     return max(found)[1] if found else None
 
 
@@ -123,8 +127,11 @@ def violations(root: Path) -> list[str]:
 
     def cycles(rule: str, edges: dict[tuple[str, str], tuple[str, int]]) -> None:
         for comp in _sccs({a: {b for (x, b) in edges if x == a} for (a, _) in edges}):
-            via = [f"{_where(root, files[m], n)} -> {b}" for (a, b), (m, n) in sorted(edges.items())
-                   if a in comp and b in comp]  # fmt: skip
+            via = [
+                f"{_where(root, files[m], n)} -> {b}"
+                for (a, b), (m, n) in sorted(edges.items())
+                if a in comp and b in comp
+            ]
             out.append(f"[{rule}] {', '.join(comp)} via {'; '.join(via)}")
 
     cycles("rule 1: import cycle", first)  # between files

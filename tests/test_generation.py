@@ -126,8 +126,12 @@ def test_right_padded_batches_drop_the_mask_and_keep_the_loss(tiny_llama, tmp_pa
         nll, _, _ = task.token_losses(model, dict(batch))
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert seen[0] is None
-    ref = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),
-                          ignore_index=IGNORE, reduction="sum")  # fmt: skip
+    ref = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1),
+        batch["labels"][:, 1:].flatten(),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
     assert float(nll.sum()) == pytest.approx(float(ref), rel=1e-5)
     holed = dict(batch, attention_mask=batch["attention_mask"].clone())
     holed["attention_mask"][0, 1] = 0
@@ -176,10 +180,18 @@ def test_chat_template_is_used_when_the_tokenizer_has_one(tiny_llama, tmp_path):
     cfg_path.write_text(json.dumps(conf))
     task, _ = make_task(folder, format="chat")
     assert task.use_chat
-    split = split_of(task, [{"messages": [
-        {"role": "user", "content": "the movie"},
-        {"role": "assistant", "content": "good fun"},
-    ]}], tmp_path)  # fmt: skip
+    split = split_of(
+        task,
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "the movie"},
+                    {"role": "assistant", "content": "good fun"},
+                ]
+            }
+        ],
+        tmp_path,
+    )
     text = task.tokenizer.decode(split.features[0]["input_ids"])
     assert text.startswith("[CLS] user the movie [SEP] [CLS] assistant good fun")
     off, _ = make_task(folder, chat_template="off")
@@ -193,9 +205,17 @@ def test_templates_are_seeded_per_row_and_vary(tiny_llama, tmp_path):
     a = [render("summarization", row, {}, 0, i)[0] for i in range(40)]
     b = [render("summarization", row, {}, 0, i)[0] for i in range(40)]
     assert a == b and len(set(a)) == len(TEMPLATES["summarization"][2])
-    p, ref = render("qa", {"c": "Paris is in France.", "q": "Where is Paris?",
-                           "answers": {"text": ["France", "in France"]}},
-                    {"context": "c", "question": "q", "answer": "answers.text"}, 0, 1)  # fmt: skip
+    p, ref = render(
+        "qa",
+        {
+            "c": "Paris is in France.",
+            "q": "Where is Paris?",
+            "answers": {"text": ["France", "in France"]},
+        },
+        {"context": "c", "question": "q", "answer": "answers.text"},
+        0,
+        1,
+    )
     assert "Paris is in France." in p and ref == ["France", "in France"]
     with pytest.raises(ConfigError, match="task.template.*allowed: sentiment"):
         load_config({"task": {"type": "generation", "format": "template", "template": "nope"}})
@@ -206,12 +226,22 @@ def test_training_learns_the_answers(request, family, gen_data, tmp_path, monkey
     import tunelab
 
     folder = request.getfixturevalue(family)
-    cfg = tiny_config(folder, gen_data, tmp_path / "runs", **{
-        "task.type": "generation", "task.format": "prompt_completion",
-        "task.metrics": ["exact_match", "rouge"], "task.max_new_tokens": 4,
-        "training.max_steps": 150, "training.lr": 1e-2, "training.eval_before": True,
-        "training.eval_every": 150, "model.max_length": 32,
-    })  # fmt: skip
+    cfg = tiny_config(
+        folder,
+        gen_data,
+        tmp_path / "runs",
+        **{
+            "task.type": "generation",
+            "task.format": "prompt_completion",
+            "task.metrics": ["exact_match", "rouge"],
+            "task.max_new_tokens": 4,
+            "training.max_steps": 150,
+            "training.lr": 1e-2,
+            "training.eval_before": True,
+            "training.eval_every": 150,
+            "model.max_length": 32,
+        },
+    )
     res = tunelab.train(cfg)
     assert res.metrics["loss"] < 0.5 * res.before["loss"]
     assert res.metrics["exact_match"] >= 90.0 > res.before["exact_match"]
@@ -232,8 +262,13 @@ def test_training_learns_the_answers(request, family, gen_data, tmp_path, monkey
     assert capsys.readouterr().out.strip() == "good fun"
     beams = tunelab.generate(res.run_dir, [prompt, "a dull film"], num_beams=3, max_new_tokens=4)
     assert beams == ["good fun", "bad dull"]
+    torch.manual_seed(0)
     sampled = tunelab.generate(res.run_dir, [prompt], do_sample=True, temperature=0.7)
-    assert isinstance(sampled[0], str)
+    torch.manual_seed(0)
+    again = tunelab.generate(res.run_dir, [prompt], do_sample=True, temperature=0.7)
+    tok = tunelab.load_run(res.run_dir).task.tokenizer
+    assert sampled == again  # seeded sampling repeats, and stays within max_new_tokens
+    assert len(tok(sampled[0], add_special_tokens=False)["input_ids"]) <= 4
     # an interactive chat: two turns, then an empty line ends it
     lines = iter(["the film was lovely", "it was awful", ""])
     monkeypatch.setattr("builtins.input", lambda _prompt="": next(lines))
@@ -247,12 +282,23 @@ def test_every_method_trains_and_generates(request, family, method, gen_data, tm
     import tunelab
 
     folder = request.getfixturevalue(family)
-    cfg = tiny_config(folder, gen_data, tmp_path / "runs", method=method, **{
-        "task.type": "generation", "task.format": "prompt_completion",
-        "task.metrics": ["exact_match"], "task.max_new_tokens": 3,
-        "training.max_steps": 30, "training.lr": 0.2 if method == "ia3" else 3e-2,
-        "training.eval_before": True, "training.eval_every": 30, "model.max_length": 32,
-    })  # fmt: skip
+    cfg = tiny_config(
+        folder,
+        gen_data,
+        tmp_path / "runs",
+        method=method,
+        **{
+            "task.type": "generation",
+            "task.format": "prompt_completion",
+            "task.metrics": ["exact_match"],
+            "task.max_new_tokens": 3,
+            "training.max_steps": 30,
+            "training.lr": 0.2 if method == "ia3" else 3e-2,
+            "training.eval_before": True,
+            "training.eval_every": 30,
+            "model.max_length": 32,
+        },
+    )
     res = tunelab.train(cfg)
     assert res.metrics["loss"] < 0.99 * res.before["loss"]  # a frozen random base learns slowly
     # the saved run reloads and generates (prefix/prompt through their own generate)
@@ -278,8 +324,11 @@ def test_metrics_match_their_reference_implementations():
     assert got["rougeL"] == pytest.approx(100 * mean_l, abs=1e-6)
     assert got["exact_match"] == pytest.approx(100 / 3)
     # SQuAD v1.1 rules: case, punctuation and articles are ignored; best over the answers
-    sq = score(["squad"], ["The Eiffel Tower!", "in 1889", "no idea"],
-               [["Eiffel Tower"], ["1889", "in 1889 AD"], ["Gustave Eiffel"]])  # fmt: skip
+    sq = score(
+        ["squad"],
+        ["The Eiffel Tower!", "in 1889", "no idea"],
+        [["Eiffel Tower"], ["1889", "in 1889 AD"], ["Gustave Eiffel"]],
+    )
     assert sq["squad_em"] == pytest.approx(100 / 3)  # only the first matches exactly
     # F1: 1.0; "in 1889" vs "in 1889 AD": P = 1, R = 2/3 -> 0.8 (better than vs "1889"); 0.0
     assert sq["squad_f1"] == pytest.approx(100 * 1.8 / 3)
@@ -297,11 +346,22 @@ def test_domain_text_is_blocked_and_scored_before_and_after(tiny_llama, tmp_path
         "train": write_jsonl(tmp_path / "d" / "train.jsonl", domain),
         "test": write_jsonl(tmp_path / "d" / "general.jsonl", general),
     }
-    cfg = tiny_config(tiny_llama, data, tmp_path / "runs", **{
-        "task.type": "generation", "task.format": "text", "task.fields": {"text": "document|text"},
-        "task.packing": True, "model.max_length": 24, "data.test": str(data["test"]),
-        "training.max_steps": 40, "training.lr": 1e-2, "training.eval_before": True,
-    })  # fmt: skip
+    cfg = tiny_config(
+        tiny_llama,
+        data,
+        tmp_path / "runs",
+        **{
+            "task.type": "generation",
+            "task.format": "text",
+            "task.fields": {"text": "document|text"},
+            "task.packing": True,
+            "model.max_length": 24,
+            "data.test": str(data["test"]),
+            "training.max_steps": 40,
+            "training.lr": 1e-2,
+            "training.eval_before": True,
+        },
+    )
     res = tunelab.train(cfg)
     info = json.loads((res.run_dir / "run.json").read_text())
     before_test = info["summary"]["before_test"]
@@ -329,11 +389,19 @@ def test_activation_checkpointing_gives_the_same_training(
     monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable", spy)
     losses = {}
     for ckpt in (False, True, "selective"):
-        cfg = tiny_config(tiny_llama, gen_data, tmp_path / f"runs{ckpt}", method="lora", **{
-            "task.type": "generation", "task.format": "prompt_completion",
-            "training.max_steps": 5, "training.activation_checkpointing": ckpt,
-            "model.max_length": 32,
-        })  # fmt: skip
+        cfg = tiny_config(
+            tiny_llama,
+            gen_data,
+            tmp_path / f"runs{ckpt}",
+            method="lora",
+            **{
+                "task.type": "generation",
+                "task.format": "prompt_completion",
+                "training.max_steps": 5,
+                "training.activation_checkpointing": ckpt,
+                "model.max_length": 32,
+            },
+        )
         losses[ckpt] = tunelab.train(cfg).metrics["loss"]
     assert enabled == ["LlamaForCausalLM"] * 2  # switched on for the second and third runs
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
@@ -348,11 +416,20 @@ def test_checkpointing_trains_every_method_alike(tiny_llama, gen_data, tmp_path,
 
     losses = {}
     for ckpt in ("none", "selective", "full"):
-        cfg = tiny_config(tiny_llama, gen_data, tmp_path / ckpt, method=method, **{
-            "task.type": "generation", "task.format": "prompt_completion",
-            "training.max_steps": 3, "training.activation_checkpointing": ckpt,
-            "training.eval_every": 100, "model.max_length": 32,
-        })  # fmt: skip
+        cfg = tiny_config(
+            tiny_llama,
+            gen_data,
+            tmp_path / ckpt,
+            method=method,
+            **{
+                "task.type": "generation",
+                "task.format": "prompt_completion",
+                "training.max_steps": 3,
+                "training.activation_checkpointing": ckpt,
+                "training.eval_every": 100,
+                "model.max_length": 32,
+            },
+        )
         losses[ckpt] = tunelab.train(cfg).metrics["loss"]
     assert losses["selective"] == pytest.approx(losses["none"], abs=1e-5)
     assert losses["full"] == pytest.approx(losses["none"], abs=1e-5)
@@ -407,8 +484,9 @@ def test_selective_checkpointing_keeps_matmuls_and_recomputes_the_rest(tiny_llam
     layers, hidden = base.config.num_hidden_layers, base.config.hidden_size
     # selective redoes each layer's SiLU and LoRA up-projections (inner dimension r=4): 6 of
     # its 7, as recomputation stops once nothing later is needed (down_proj's is only added)
-    assert out["selective"][1] - out["none"][1] == Counter({("mm", 4): 6 * layers,
-                                                            ("silu",): layers})  # fmt: skip
+    assert out["selective"][1] - out["none"][1] == Counter(
+        {("mm", 4): 6 * layers, ("silu",): layers}
+    )
     assert (out["full"][1] - out["none"][1])[("mm", hidden)] > 0  # full redoes q/k/v/gate/up
     for mode in ("selective", "full"):
         assert out[mode][0] == pytest.approx(out["none"][0], abs=1e-6)
@@ -420,14 +498,19 @@ def test_selective_checkpointing_keeps_matmuls_and_recomputes_the_rest(tiny_llam
 def test_template_labels_from_text_cells_map_to_names(tiny_llama, tmp_path):
     from helpers import write_csv
 
-    cfg = load_config({
-        "model": {"name": str(tiny_llama), "max_length": 256},
-        "data": {"labels": ["negative", "positive"]},
-        "task": {"type": "generation", "format": "template", "template": "sentiment"},
-    })  # fmt: skip
+    cfg = load_config(
+        {
+            "model": {"name": str(tiny_llama), "max_length": 256},
+            "data": {"labels": ["negative", "positive"]},
+            "task": {"type": "generation", "format": "template", "template": "sentiment"},
+        }
+    )
     task = GenerationTask.from_config(cfg, None, load_tokenizer(resolve_model(str(tiny_llama))))
-    path = write_csv(tmp_path / "s.tsv", [{"text": "a good film", "label": "1"},
-                                          {"text": "a bad film", "label": 0}], "\t")  # fmt: skip
+    path = write_csv(
+        tmp_path / "s.tsv",
+        [{"text": "a good film", "label": "1"}, {"text": "a bad film", "label": 0}],
+        "\t",
+    )
     split = task.table_to_split(read_table(str(path)), "x")
     assert [r["reference"] for r in split.records] == ["positive", "negative"]
     bad = write_csv(tmp_path / "b.tsv", [{"text": "a film", "label": "7"}], "\t")
@@ -466,8 +549,10 @@ def test_choice_scoring_matches_a_direct_computation(tiny_llama, tmp_path):
     f = split.features[0]
     prompt = f["input_ids"][: f["prompt_len"]]
     tok = task.tokenizer
-    opts = [tok("good fun", add_special_tokens=False)["input_ids"],
-            tok("bad dull", add_special_tokens=False)["input_ids"]]  # fmt: skip
+    opts = [
+        tok("good fun", add_special_tokens=False)["input_ids"],
+        tok("bad dull", add_special_tokens=False)["input_ids"],
+    ]
     got = choice_loglikelihoods(model, [prompt], [opts], tok.pad_token_id, 4, "cpu")[0]
     with torch.no_grad():
         for o, score in zip(opts, got):

@@ -13,8 +13,15 @@ from tunelab.evaluation.human import export_sheet, import_ratings
 
 def fake_run(folder, tag: str, n: int = 12):
     (folder / "predictions").mkdir(parents=True)
-    rows = [{"row": i, "prompt": f"question {i}", "reference": f"answer {i}",
-             "prediction": f"{tag} says {i}"} for i in range(1, n + 1)]  # fmt: skip
+    rows = [
+        {
+            "row": i,
+            "prompt": f"question {i}",
+            "reference": f"answer {i}",
+            "prediction": f"{tag} says {i}",
+        }
+        for i in range(1, n + 1)
+    ]
     (folder / "predictions" / "validation.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows)
     )
@@ -57,8 +64,9 @@ def test_scale_sheet_means_cis_and_agreement(tmp_path):
     mean = sum(xs) / 16
     half = stats.t.ppf(0.975, 15) * np.std(xs, ddof=1) / 4
     assert fl["mean"] == pytest.approx(mean) and fl["ci_high"] == pytest.approx(mean + half)
-    want = krippendorff.alpha(reliability_data=np.array([a, b], float),
-                              level_of_measurement="ordinal")  # fmt: skip
+    want = krippendorff.alpha(
+        reliability_data=np.array([a, b], float), level_of_measurement="ordinal"
+    )
     assert fl["krippendorff_alpha"] == pytest.approx(want)
     assert fl["cohen_kappa"] == pytest.approx(cohen_kappa_score(a, b, weights="quadratic"))
     assert rep["criteria"]["coherence"] == {"n": 0}  # nobody rated it

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from tunelab.workflows.demo import demo_config_dict
+import torch
 
 import tunelab
 from tunelab.cli import main
 from tunelab.data.demo import write_demo_dataset
+from tunelab.workflows.demo import demo_config_dict
 
 
 @pytest.mark.integration
@@ -63,4 +64,13 @@ def test_own_methods_on_embedded_smollm2_train_and_generate(tmp_path, method):
     info = json.loads((res.run_dir / "run.json").read_text())
     assert info["task"]["chat_template_used"] and info["parameters"]["trainable_pct"] < 2
     out = tunelab.generate(res.run_dir, ["the film was great"], max_new_tokens=4)
-    assert isinstance(out[0], str)
+    # the same (non-empty) greedy continuation as transformers' own generate on the loaded run
+    run = tunelab.load_run(res.run_dir)
+    ids = torch.tensor([run.task.prompt_ids("the film was great")])
+    with torch.inference_mode(), run.accelerator.autocast():
+        direct = run.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False
+        )
+    tok = run.task.tokenizer
+    expected = tok.decode(direct[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    assert out == [expected] and expected

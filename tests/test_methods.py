@@ -183,8 +183,12 @@ def test_compare_trains_each_method_and_writes_table_and_plot(
     assert "unknown ['nope']" in capsys.readouterr().err
     # key=value overrides also work after the options
     y = tmp_path / "y"
-    assert main(["compare", str(path), "--methods", "full", "--output", str(y),
-                 "training.max_steps=2"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["compare", str(path), "--methods", "full", "--output", str(y), "training.max_steps=2"]
+        )
+        == 0
+    )
     assert json.loads((y / "full" / "run.json").read_text())["summary"]["steps"] == 2
     with pytest.raises(SystemExit):
         main(["compare", str(path), "--methods", "full", "--output", str(y), "--bogus"])

@@ -42,18 +42,36 @@ def two_tasks(tmp_path):
 
 
 def mixture_config(model, two_tasks, out, **over):
-    cfg = tiny_config(model, {"train": "x"}, out, **{
-        "task.type": "generation", "task.format": "prompt_completion",
-        "task.max_new_tokens": 3, "model.max_length": 32, "training.lr": 1e-2,
-        "training.max_steps": 60, "training.eval_every": 60, "training.batch_size": 8,
-        "training.eval_before": True, **over,
-    })  # fmt: skip
+    cfg = tiny_config(
+        model,
+        {"train": "x"},
+        out,
+        **{
+            "task.type": "generation",
+            "task.format": "prompt_completion",
+            "task.max_new_tokens": 3,
+            "model.max_length": 32,
+            "training.lr": 1e-2,
+            "training.max_steps": 60,
+            "training.eval_every": 60,
+            "training.batch_size": 8,
+            "training.eval_before": True,
+            **over,
+        },
+    )
     del cfg["data"]
-    cfg.setdefault("mixture", {}).setdefault("tasks", [
-        {"name": "sent", "data": two_tasks["sent"], "task": {"metrics": ["exact_match"]}},
-        {"name": "echo", "data": two_tasks["echo"], "task": {"metrics": ["exact_match"]},
-         "weight": 1.0},
-    ])  # fmt: skip
+    cfg.setdefault("mixture", {}).setdefault(
+        "tasks",
+        [
+            {"name": "sent", "data": two_tasks["sent"], "task": {"metrics": ["exact_match"]}},
+            {
+                "name": "echo",
+                "data": two_tasks["echo"],
+                "task": {"metrics": ["exact_match"]},
+                "weight": 1.0,
+            },
+        ],
+    )
     return cfg
 
 
@@ -119,10 +137,17 @@ def test_mixture_trains_scores_each_task_and_reloads(tiny_llama, two_tasks, tmp_
     import tunelab
     from tunelab.data.mixture import mixture_rates
 
-    cfg = mixture_config(tiny_llama, two_tasks, tmp_path / "runs", **{
-        "mixture.strategy": "temperature", "mixture.temperature": 2.0,
-        "training.max_steps": 120, "training.eval_every": 120,
-    })  # fmt: skip
+    cfg = mixture_config(
+        tiny_llama,
+        two_tasks,
+        tmp_path / "runs",
+        **{
+            "mixture.strategy": "temperature",
+            "mixture.temperature": 2.0,
+            "training.max_steps": 120,
+            "training.eval_every": 120,
+        },
+    )
     res = tunelab.train(cfg)
     m = res.metrics
     assert {"sent/exact_match", "echo/exact_match", "sent/loss", "echo/loss"} <= set(m)
@@ -149,13 +174,17 @@ def test_uniform_sampling_lifts_the_small_task(tiny_llama, two_tasks, tmp_path):
 
     base = {"training.max_steps": 20, "training.eval_every": 20, "training.eval_before": False}
     prop = tunelab.train(mixture_config(tiny_llama, two_tasks, tmp_path / "p", **base))
-    uni = tunelab.train(mixture_config(tiny_llama, two_tasks, tmp_path / "u", **{
-        **base, "mixture.strategy": "uniform"}))  # fmt: skip
+    uni = tunelab.train(
+        mixture_config(
+            tiny_llama, two_tasks, tmp_path / "u", **{**base, "mixture.strategy": "uniform"}
+        )
+    )
     share = {
-        name: [json.loads(x) for x in (r.run_dir / "metrics.jsonl").open()
-               if '"train"' in x][-1]["mix"]["echo"]
+        name: [json.loads(x) for x in (r.run_dir / "metrics.jsonl").open() if '"train"' in x][-1][
+            "mix"
+        ]["echo"]
         for name, r in (("prop", prop), ("uni", uni))
-    }  # fmt: skip
+    }
     assert share["prop"] < 0.35 < 0.4 < share["uni"]  # 24/120 = 0.2 against 0.5
     assert uni.metrics["echo/loss"] < prop.metrics["echo/loss"]
 
@@ -167,16 +196,28 @@ def test_probes_report_forgetting_deltas(tiny_llama, tmp_path):
         "train": write_jsonl(tmp_path / "d" / "train.jsonl", gen_rows(64, 0)),
         "validation": write_jsonl(tmp_path / "d" / "val.jsonl", gen_rows(16, 1)),
     }
-    general = write_jsonl(tmp_path / "d" / "general.jsonl",
-                          [{"text": "the music and the cast of it " * 3}] * 12)  # fmt: skip
-    cfg = tiny_config(tiny_llama, data, tmp_path / "runs", **{
-        "task.type": "generation", "task.format": "prompt_completion", "model.max_length": 32,
-        "training.max_steps": 40, "training.lr": 1e-2,
-    })  # fmt: skip
+    general = write_jsonl(
+        tmp_path / "d" / "general.jsonl", [{"text": "the music and the cast of it " * 3}] * 12
+    )
+    cfg = tiny_config(
+        tiny_llama,
+        data,
+        tmp_path / "runs",
+        **{
+            "task.type": "generation",
+            "task.format": "prompt_completion",
+            "model.max_length": 32,
+            "training.max_steps": 40,
+            "training.lr": 1e-2,
+        },
+    )
     cfg["probes"] = [
-        {"name": "general", "data": {"validation": str(general)},
-         "task": {"format": "text", "fields": {"text": "text"}}},
-    ]  # fmt: skip
+        {
+            "name": "general",
+            "data": {"validation": str(general)},
+            "task": {"format": "text", "fields": {"text": "text"}},
+        },
+    ]
     res = tunelab.train(cfg)
     p = json.loads((res.run_dir / "run.json").read_text())["summary"]["probes"]["general"]
     assert p["delta"]["perplexity"] == pytest.approx(
@@ -192,16 +233,31 @@ def test_probe_scores_before_training_are_cached_by_content(tiny_llama, tmp_path
 
     monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
     data = {"train": write_jsonl(tmp_path / "d" / "train.jsonl", gen_rows(32, 0))}
-    general = write_jsonl(tmp_path / "d" / "general.jsonl",
-                          [{"text": "the music and the cast of it " * 3}] * 6)  # fmt: skip
+    general = write_jsonl(
+        tmp_path / "d" / "general.jsonl", [{"text": "the music and the cast of it " * 3}] * 6
+    )
 
     def run(name: str, **over):
-        cfg = tiny_config(tiny_llama, data, tmp_path / "runs", **{
-            "task.type": "generation", "task.format": "prompt_completion",
-            "model.max_length": 32, "training.max_steps": 2, "output.name": name, **over,
-        })  # fmt: skip
-        cfg["probes"] = [{"name": "general", "data": {"validation": str(general)},
-                          "task": {"format": "text", "fields": {"text": "text"}}}]  # fmt: skip
+        cfg = tiny_config(
+            tiny_llama,
+            data,
+            tmp_path / "runs",
+            **{
+                "task.type": "generation",
+                "task.format": "prompt_completion",
+                "model.max_length": 32,
+                "training.max_steps": 2,
+                "output.name": name,
+                **over,
+            },
+        )
+        cfg["probes"] = [
+            {
+                "name": "general",
+                "data": {"validation": str(general)},
+                "task": {"format": "text", "fields": {"text": "text"}},
+            }
+        ]
         res = tunelab.train(cfg)
         return json.loads((res.run_dir / "run.json").read_text())["summary"]["probes"]["general"]
 
@@ -230,10 +286,19 @@ def test_l2sp_holds_pretrained_weights_and_trains_the_head(tiny_bert, keyword_da
     import tunelab
 
     # lr·α = 1 with a constant schedule: every step pulls the body all the way back
-    cfg = tiny_config(tiny_bert, keyword_data, tmp_path / "runs", **{
-        "training.l2sp": 100.0, "training.lr": 1e-2, "training.scheduler": "constant",
-        "training.max_steps": 10, "training.eval_every": 10, "training.weight_decay": 0.0,
-    })  # fmt: skip
+    cfg = tiny_config(
+        tiny_bert,
+        keyword_data,
+        tmp_path / "runs",
+        **{
+            "training.l2sp": 100.0,
+            "training.lr": 1e-2,
+            "training.scheduler": "constant",
+            "training.max_steps": 10,
+            "training.eval_every": 10,
+            "training.weight_decay": 0.0,
+        },
+    )
     res = tunelab.train(cfg)
     trained = AutoModelForSequenceClassification.from_pretrained(res.run_dir / "model")
     start = AutoModel.from_pretrained(tiny_bert)
@@ -270,8 +335,12 @@ def test_competence_and_curriculum_sampler():
 def test_mixture_phases_switch_the_rates():
     from tunelab.data.mixture import MixtureSampler
 
-    s = MixtureSampler({"a": 10, "b": 10}, 4, {"a": 0.5, "b": 0.5},
-                       schedule=[(3, {"a": 1.0, "b": 0.0}), (6, {"a": 0.0, "b": 1.0})])  # fmt: skip
+    s = MixtureSampler(
+        {"a": 10, "b": 10},
+        4,
+        {"a": 0.5, "b": 0.5},
+        schedule=[(3, {"a": 1.0, "b": 0.0}), (6, {"a": 0.0, "b": 1.0})],
+    )
     tasks = [{t for t, _ in s.next_batch()} for _ in range(8)]
     assert tasks[:3] == [{"a"}] * 3 and tasks[3:] == [{"b"}] * 5
 
@@ -283,13 +352,26 @@ def test_curriculum_by_column_starts_with_the_easy_rows(tiny_bert, tmp_path):
     rows = keyword_rows(160, 1)
     for i, r in enumerate(rows):
         r["difficulty"] = i  # rows 0-31 are the easiest fifth
-    data = {"train": write_csv(tmp_path / "c" / "train.csv", rows),
-            "validation": write_csv(tmp_path / "c" / "val.csv", keyword_rows(32, 2))}  # fmt: skip
-    cfg = tiny_config(tiny_bert, data, tmp_path / "runs", **{
-        "curriculum.by": "column", "curriculum.column": "difficulty", "curriculum.pacing": "linear",
-        "curriculum.start": 0.2, "curriculum.full_at": 0.5, "training.trace_examples": True,
-        "training.max_steps": 20, "training.eval_every": 20, "training.batch_size": 8,
-    })  # fmt: skip
+    data = {
+        "train": write_csv(tmp_path / "c" / "train.csv", rows),
+        "validation": write_csv(tmp_path / "c" / "val.csv", keyword_rows(32, 2)),
+    }
+    cfg = tiny_config(
+        tiny_bert,
+        data,
+        tmp_path / "runs",
+        **{
+            "curriculum.by": "column",
+            "curriculum.column": "difficulty",
+            "curriculum.pacing": "linear",
+            "curriculum.start": 0.2,
+            "curriculum.full_at": 0.5,
+            "training.trace_examples": True,
+            "training.max_steps": 20,
+            "training.eval_every": 20,
+            "training.batch_size": 8,
+        },
+    )
     res = tunelab.train(cfg)
     trace = [json.loads(x) for x in (res.run_dir / "trace-rank0.jsonl").open()]
     # trace rows are data row numbers (header = row 1): difficulty i sits on row i + 2
@@ -297,8 +379,12 @@ def test_curriculum_by_column_starts_with_the_easy_rows(tiny_bert, tmp_path):
     assert max(r - 2 for t in trace[12:] for r in t["rows"]) >= 100
     bad = [dict(r, difficulty="hard" if i == 3 else i) for i, r in enumerate(rows)]
     data["train"] = write_csv(tmp_path / "c" / "bad.csv", bad)
-    cfg = tiny_config(tiny_bert, data, tmp_path / "runs2", **{
-        "curriculum.by": "column", "curriculum.column": "difficulty"})  # fmt: skip
+    cfg = tiny_config(
+        tiny_bert,
+        data,
+        tmp_path / "runs2",
+        **{"curriculum.by": "column", "curriculum.column": "difficulty"},
+    )
     from tunelab.errors import DataError
 
     with pytest.raises(
@@ -317,10 +403,19 @@ def test_curriculum_by_length_or_loss_trains(tiny_llama, tmp_path, by):
         "train": write_jsonl(tmp_path / "d" / "train.jsonl", gen_rows(64, 0)),
         "validation": write_jsonl(tmp_path / "d" / "val.jsonl", gen_rows(16, 1)),
     }
-    cfg = tiny_config(tiny_llama, data, tmp_path / "runs", **{
-        "task.type": "generation", "task.format": "prompt_completion", "model.max_length": 32,
-        "training.max_steps": 40, "training.lr": 1e-2, "curriculum.by": by,
-    })  # fmt: skip
+    cfg = tiny_config(
+        tiny_llama,
+        data,
+        tmp_path / "runs",
+        **{
+            "task.type": "generation",
+            "task.format": "prompt_completion",
+            "model.max_length": 32,
+            "training.max_steps": 40,
+            "training.lr": 1e-2,
+            "curriculum.by": by,
+        },
+    )
     res = tunelab.train(cfg)
     assert res.metrics["loss"] < 0.5 * res.before["loss"]
 
@@ -330,10 +425,18 @@ def test_stages_train_in_turn_from_the_previous_weights(tiny_bert, keyword_data,
     from helpers import keyword_rows, write_csv
 
     related = write_csv(tmp_path / "rel" / "train.csv", keyword_rows(96, 7))
-    cfg = tiny_config(tiny_bert, keyword_data, tmp_path / "runs", method="lora", **{
-        "training.max_steps": 30, "training.eval_every": 30, "training.lr": 1e-2,
-        "output.name": "staged",
-    })  # fmt: skip
+    cfg = tiny_config(
+        tiny_bert,
+        keyword_data,
+        tmp_path / "runs",
+        method="lora",
+        **{
+            "training.max_steps": 30,
+            "training.eval_every": 30,
+            "training.lr": 1e-2,
+            "output.name": "staged",
+        },
+    )
     cfg["stages"] = [
         {"name": "related", "data": {"train": str(related)}, "training": {"max_steps": 20}},
         {"name": "target"},
@@ -372,16 +475,26 @@ def test_classification_tasks_get_one_head_each(tiny_bert, tmp_path):
 
     three = ("negative", "neutral", "positive")
     files = {
-        "two": {"train": write_csv(tmp_path / "c" / "two.csv", keyword_rows(160, 1)),
-                "validation": write_csv(tmp_path / "c" / "two_val.csv", keyword_rows(30, 2))},
-        "three": {"train": write_csv(tmp_path / "c" / "three.csv", keyword_rows(96, 3, three)),
-                  "validation": write_csv(tmp_path / "c" / "three_val.csv",
-                                          keyword_rows(30, 4, three))},
-    }  # fmt: skip
-    cfg = tiny_config(tiny_bert, {"train": "x"}, tmp_path / "runs", **{
-        "training.max_steps": 300, "training.eval_every": 300, "training.lr": 5e-3,
-        "mixture.strategy": "uniform",
-    })  # fmt: skip
+        "two": {
+            "train": write_csv(tmp_path / "c" / "two.csv", keyword_rows(160, 1)),
+            "validation": write_csv(tmp_path / "c" / "two_val.csv", keyword_rows(30, 2)),
+        },
+        "three": {
+            "train": write_csv(tmp_path / "c" / "three.csv", keyword_rows(96, 3, three)),
+            "validation": write_csv(tmp_path / "c" / "three_val.csv", keyword_rows(30, 4, three)),
+        },
+    }
+    cfg = tiny_config(
+        tiny_bert,
+        {"train": "x"},
+        tmp_path / "runs",
+        **{
+            "training.max_steps": 300,
+            "training.eval_every": 300,
+            "training.lr": 5e-3,
+            "mixture.strategy": "uniform",
+        },
+    )
     del cfg["data"]
     cfg["mixture"]["tasks"] = [
         {"name": n, "data": {k: str(v) for k, v in f.items()}} for n, f in files.items()
@@ -393,8 +506,12 @@ def test_classification_tasks_get_one_head_each(tiny_bert, tmp_path):
     # a plain transformers classifier with every task's labels, one slice per task
     plain = AutoModelForSequenceClassification.from_pretrained(res.run_dir / "model")
     assert [plain.config.id2label[i] for i in range(5)] == [
-        "two:negative", "two:positive", "three:negative", "three:neutral", "three:positive"
-    ]  # fmt: skip
+        "two:negative",
+        "two:positive",
+        "three:negative",
+        "three:neutral",
+        "three:positive",
+    ]
     preds = [json.loads(x) for x in (res.run_dir / "predictions" / "validation.jsonl").open()]
     three_rows = [p for p in preds if p["task"] == "three"]
     assert len(three_rows) == 30 and set(three_rows[0]["probabilities"]) == set(three)
@@ -405,10 +522,19 @@ def test_classification_tasks_get_one_head_each(tiny_bert, tmp_path):
 def test_per_task_adapters_are_served_by_name(tiny_llama, two_tasks, tmp_path):
     import tunelab
 
-    cfg = mixture_config(tiny_llama, two_tasks, tmp_path / "runs", method="lora", **{
-        "mixture.adapters": "per_task", "training.max_steps": 40, "training.eval_every": 40,
-        "training.lr": 3e-2, "output.name": "per-task",
-    })  # fmt: skip
+    cfg = mixture_config(
+        tiny_llama,
+        two_tasks,
+        tmp_path / "runs",
+        method="lora",
+        **{
+            "mixture.adapters": "per_task",
+            "training.max_steps": 40,
+            "training.eval_every": 40,
+            "training.lr": 3e-2,
+            "output.name": "per-task",
+        },
+    )
     res = tunelab.train(cfg)
     root = tmp_path / "runs" / "per-task"
     assert res.run_dir == root and (root / "adapters" / "sent" / "model").is_dir()
@@ -423,23 +549,38 @@ def test_per_task_adapters_are_served_by_name(tiny_llama, two_tasks, tmp_path):
         res.metrics["echo/loss"], abs=1e-3
     )
     # the per-task adapters combine afterwards (TIES through PEFT) into one generating run
-    combined = tunelab.combine_adapters(root, output=tmp_path / "runs" / "ties",
-                                        combination="ties", weights={"sent": 0.5, "echo": 0.5})  # fmt: skip
+    combined = tunelab.combine_adapters(
+        root,
+        output=tmp_path / "runs" / "ties",
+        combination="ties",
+        weights={"sent": 0.5, "echo": 0.5},
+    )
     out = tunelab.generate(combined, ["it was that film with the cast"], max_new_tokens=3)
     assert len(out) == 1 and isinstance(out[0], str)
     with pytest.raises(ConfigError, match="per_task needs an adapter method"):
-        load_config(mixture_config(tiny_llama, two_tasks, tmp_path, **{
-            "mixture.adapters": "per_task"}))  # fmt: skip
+        load_config(
+            mixture_config(tiny_llama, two_tasks, tmp_path, **{"mixture.adapters": "per_task"})
+        )
 
 
 def test_mixture_task_builds_phase_schedules_from_its_config():
     from tunelab.tasks.mixture import MixedSplit, MixtureTask
 
     t = MixtureTask.__new__(MixtureTask)  # rates need only the mixture settings and specs
-    phase = {"until": 0.5, "strategy": "weights", "weights": {"a": 1.0, "b": 0.0},
-             "cap": None, "temperature": 2.0}  # fmt: skip
-    t.mixture = {"strategy": "temperature", "cap": None, "temperature": 2.0, "per": "example",
-                 "phases": [phase]}  # fmt: skip
+    phase = {
+        "until": 0.5,
+        "strategy": "weights",
+        "weights": {"a": 1.0, "b": 0.0},
+        "cap": None,
+        "temperature": 2.0,
+    }
+    t.mixture = {
+        "strategy": "temperature",
+        "cap": None,
+        "temperature": 2.0,
+        "per": "example",
+        "phases": [phase],
+    }
     t.specs, t.names = {"a": {"weight": None}, "b": {"weight": None}}, ["a", "b"]
     split = MixedSplit("x", [{}] * 5, [{}] * 5, [], {"a": (0, 4), "b": (4, 5)})
     assert t.rates(split) == pytest.approx({"a": 2 / 3, "b": 1 / 3})  # sqrt(4) : sqrt(1)

@@ -47,13 +47,15 @@ def mine():
     unregister("mine")
 
 
-def test_a_registered_method_trains_from_yaml_with_its_own_section(mine, tiny_bert, keyword_data,
-                                                                   tmp_path):  # fmt: skip
+def test_a_registered_method_trains_from_yaml_with_its_own_section(
+    mine, tiny_bert, keyword_data, tmp_path
+):
     import tunelab
 
     assert method_names() == [*BUILTIN, "mine"]  # the built-ins stay, in their order
-    cfg = tiny_config(tiny_bert, keyword_data, tmp_path / "runs", method="mine",
-                      **{"training.max_steps": 20})  # fmt: skip
+    cfg = tiny_config(
+        tiny_bert, keyword_data, tmp_path / "runs", method="mine", **{"training.max_steps": 20}
+    )
     cfg["mine"] = {"train_biases": True, "scale": 2.5}
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(cfg))

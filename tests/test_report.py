@@ -12,26 +12,39 @@ import yaml
 
 from helpers import keyword_rows, tiny_config, write_csv
 
-BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome")
-                if shutil.which(b)), None)  # fmt: skip
+BROWSER = next(
+    (b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+)
 
 
 @pytest.fixture
 def report(tiny_bert, keyword_data, tmp_path):
-    from tunelab.workflows.suite import run_suite
-
     import tunelab
     from tunelab.cli import main
+    from tunelab.workflows.suite import run_suite
 
     a = tunelab.train(tiny_config(tiny_bert, keyword_data, tmp_path / "runs"))
-    b = tunelab.train(tiny_config(tiny_bert, keyword_data, tmp_path / "runs", method="lora",
-                                  **{"output.name": "lora", "training.lr": 1e-2}))  # fmt: skip
-    cf = write_csv(tmp_path / "s" / "cf.csv",
-                   [{"text": f"he said it was {r['text']}"} for r in keyword_rows(12, 3)])  # fmt: skip
-    suite = {"name": "mini", "tasks": [
-        {"name": "dev", "data": str(keyword_data["validation"])},
-        {"name": "cf", "kind": "counterfactual", "data": str(cf), "attributes": ["gender"]}],
-        "robustness": {"perturbations": ["typos", "casing"]}}  # fmt: skip
+    b = tunelab.train(
+        tiny_config(
+            tiny_bert,
+            keyword_data,
+            tmp_path / "runs",
+            method="lora",
+            **{"output.name": "lora", "training.lr": 1e-2},
+        )
+    )
+    cf = write_csv(
+        tmp_path / "s" / "cf.csv",
+        [{"text": f"he said it was {r['text']}"} for r in keyword_rows(12, 3)],
+    )
+    suite = {
+        "name": "mini",
+        "tasks": [
+            {"name": "dev", "data": str(keyword_data["validation"])},
+            {"name": "cf", "kind": "counterfactual", "data": str(cf), "attributes": ["gender"]},
+        ],
+        "robustness": {"perturbations": ["typos", "casing"]},
+    }
     (tmp_path / "s" / "mini.yaml").write_text(yaml.safe_dump(suite))
     run_suite(str(a.run_dir), tmp_path / "s" / "mini.yaml")
     run_suite(str(b.run_dir), tmp_path / "s" / "mini.yaml")
@@ -43,8 +56,14 @@ def report(tiny_bert, keyword_data, tmp_path):
 def test_report_holds_tables_and_plots(report):
     text = report.read_text()
     assert text.count("<img ") == len(re.findall(r"src='data:image/png;base64,", text)) >= 4
-    for needle in ("Validation metrics", "training loss", "robustness", "counterfactual",
-                   "Sample predictions", "Config · lora"):  # fmt: skip
+    for needle in (
+        "Validation metrics",
+        "training loss",
+        "robustness",
+        "counterfactual",
+        "Sample predictions",
+        "Config · lora",
+    ):
         assert needle in text
     # both runs ran the suite: one chart and one table per suite task compare them
     assert text.count("alt='robustness mini/dev'") == 1
@@ -60,9 +79,17 @@ def test_report_holds_tables_and_plots(report):
 @pytest.mark.skipif(BROWSER is None and not os.environ.get("CI"), reason="no Chromium here")
 def test_report_opens_in_a_headless_browser(report, tmp_path):
     assert BROWSER is not None, "CI must install Chromium (.ci/run does)"
-    cmd = [BROWSER, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
-           "--dump-dom", report.as_uri()]  # fmt: skip
+    cmd = [
+        BROWSER,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        report.as_uri(),
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     plots = int(re.search(r'data-plots="(\d+)"', dom).group(1))
     ok = int(re.search(r'data-plots-ok="(\d+)"', dom).group(1))

@@ -127,10 +127,14 @@ def test_mixture_and_curriculum_resume_bit_identical(setup, sampler):
     if sampler == "mixture":
         data = cfg.pop("data")
         other = keyword_files(tmp / "other", 60, 12)
-        cfg["mixture"] = {"strategy": "temperature", "temperature": 2.0, "tasks": [
-            {"name": "a", "data": data},
-            {"name": "b", "data": {k: str(v) for k, v in other.items()}},
-        ]}  # fmt: skip
+        cfg["mixture"] = {
+            "strategy": "temperature",
+            "temperature": 2.0,
+            "tasks": [
+                {"name": "a", "data": data},
+                {"name": "b", "data": {k: str(v) for k, v in other.items()}},
+            ],
+        }
     else:
         cfg["curriculum"] = {"by": "length", "start": 0.3, "full_at": 0.5}
     out = {}

@@ -27,8 +27,10 @@ def test_classification_suite_with_robustness(tiny_bert, keyword_data, tmp_path,
     from tunelab.cli import main
 
     res = tunelab.train(tiny_config(tiny_bert, keyword_data, tmp_path / "runs"))
-    ood = write_csv(tmp_path / "s" / "ood.csv",
-                    [{"review": r["text"], "stars": r["label"]} for r in keyword_rows(40, 9)])  # fmt: skip
+    ood = write_csv(
+        tmp_path / "s" / "ood.csv",
+        [{"review": r["text"], "stars": r["label"]} for r in keyword_rows(40, 9)],
+    )
     suite = {
         "name": "mini",
         "tasks": [
@@ -57,10 +59,14 @@ def test_classification_suite_with_robustness(tiny_bert, keyword_data, tmp_path,
     assert set(rob["perturbations"]) == {"typos", "casing"} and rob["columns"] == ["text"]
     # worst case: an example counts only if right clean and under every perturbation
     rows = {
-        k: {r["row"]: r["correct"] for r in map(json.loads, (res.run_dir / "predictions" /
-            f"suite-mini-dev{k}.jsonl").open())}
+        k: {
+            r["row"]: r["correct"]
+            for r in map(
+                json.loads, (res.run_dir / "predictions" / f"suite-mini-dev{k}.jsonl").open()
+            )
+        }
         for k in ("", "-typos", "-casing")
-    }  # fmt: skip
+    }
     want = sum(all(rows[k][r] for k in rows) for r in rows[""]) / len(rows[""])
     assert rob["worst_case"] == pytest.approx(want)
     assert rob["worst_case"] <= min(dev["clean"]["accuracy"], *rob["perturbations"].values())
@@ -76,9 +82,13 @@ def test_classification_suite_with_robustness(tiny_bert, keyword_data, tmp_path,
 def test_language_model_suite_choice_and_rolling_perplexity(tiny_llama, tmp_path):
     from tunelab.workflows.suite import run_suite
 
-    qa = write_jsonl(tmp_path / "s" / "yn.jsonl",
-                     [{"prompt": r["prompt"], "completion": "yes" if "good" in r["completion"] else "no"}
-                      for r in gen_rows(12, 3)])  # fmt: skip
+    qa = write_jsonl(
+        tmp_path / "s" / "yn.jsonl",
+        [
+            {"prompt": r["prompt"], "completion": "yes" if "good" in r["completion"] else "no"}
+            for r in gen_rows(12, 3)
+        ],
+    )
     text = write_jsonl(
         tmp_path / "s" / "text.jsonl", [{"text": "the movie was good fun " * 30}] * 3
     )
@@ -127,9 +137,12 @@ def test_rolling_windows_score_every_token_once(tiny_llama, tmp_path, context):
     from tunelab.models.registry import resolve_model
     from tunelab.tasks.generation import IGNORE, GenerationTask
 
-    cfg = load_config({"model": {"name": str(tiny_llama), "max_length": 16},
-                       "task": {"type": "generation", "format": "text",
-                                "context_tokens": context}})  # fmt: skip
+    cfg = load_config(
+        {
+            "model": {"name": str(tiny_llama), "max_length": 16},
+            "task": {"type": "generation", "format": "text", "context_tokens": context},
+        }
+    )
     tok = load_tokenizer(resolve_model(str(tiny_llama)))
     task = GenerationTask.from_config(cfg, None, tok)
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "the movie was good fun and " * 9}])
@@ -157,8 +170,10 @@ def test_shipped_suite_paths_exist():
 def test_bootstrap_gap_is_exact_on_constant_groups():
     from tunelab.evaluation.fairness import bootstrap_gap
 
-    groups = {"female": [(f"t{i}", 0.8) for i in range(5)],
-              "male": [(f"t{i}", 0.6) for i in range(5)]}  # fmt: skip
+    groups = {
+        "female": [(f"t{i}", 0.8) for i in range(5)],
+        "male": [(f"t{i}", 0.6) for i in range(5)],
+    }
     g = bootstrap_gap(groups, "female", "male", seed=3, resamples=200)
     assert g["gap"] == pytest.approx(0.2) and g["ci_low"] == pytest.approx(0.2)
     assert g["ci_high"] == pytest.approx(0.2) and g["clusters"] == 5
@@ -171,39 +186,50 @@ def test_bootstrap_gap_is_exact_on_constant_groups():
 def test_fairness_suite_on_a_classifier(tiny_bert, keyword_data, tmp_path):
     import csv
 
+    import tunelab
     from tunelab.workflows.suite import run_suite
 
-    import tunelab
-
     res = tunelab.train(tiny_config(tiny_bert, keyword_data, tmp_path / "runs"))
-    texts = [{"text": "he was good and his film was fun"}, {"text": "the plot was dull"},
-             {"text": "she felt the music was bad"}, {"text": "John said it was great"}]  # fmt: skip
+    texts = [
+        {"text": "he was good and his film was fun"},
+        {"text": "the plot was dull"},
+        {"text": "she felt the music was bad"},
+        {"text": "John said it was great"},
+    ]
     cf = write_csv(tmp_path / "f" / "cf.csv", texts)
     eec = tmp_path / "f" / "eec.csv"
     with open(eec, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["ID", "Sentence", "Template", "Person", "Gender", "Race", "Emotion",
-                    "Emotion word"])  # fmt: skip
+        w.writerow(
+            ["ID", "Sentence", "Template", "Person", "Gender", "Race", "Emotion", "Emotion word"]
+        )
         i = 0
         for tpl in ("<p> was good", "<p> felt bad", "<p> saw a dull film"):
-            for person, gender, race in (("he", "male", ""), ("she", "female", ""),
-                                         ("Adam", "male", "European"),
-                                         ("Jamel", "male", "African-American"),
-                                         ("Amanda", "female", "European"),
-                                         ("Ebony", "female", "African-American")):  # fmt: skip
+            for person, gender, race in (
+                ("he", "male", ""),
+                ("she", "female", ""),
+                ("Adam", "male", "European"),
+                ("Jamel", "male", "African-American"),
+                ("Amanda", "female", "European"),
+                ("Ebony", "female", "African-American"),
+            ):
                 i += 1
                 w.writerow([i, tpl.replace("<p>", person), tpl, person, gender, race, "x", "w"])
-    suite = {"name": "fair", "tasks": [
-        {"name": "cf", "kind": "counterfactual", "data": str(cf), "attributes": ["gender"]},
-        {"name": "eec", "kind": "eec", "data": str(eec), "score_label": "positive"},
-    ]}  # fmt: skip
+    suite = {
+        "name": "fair",
+        "tasks": [
+            {"name": "cf", "kind": "counterfactual", "data": str(cf), "attributes": ["gender"]},
+            {"name": "eec", "kind": "eec", "data": str(eec), "score_label": "positive"},
+        ],
+    }
     path = tmp_path / "f" / "fair.yaml"
     path.write_text(yaml.safe_dump(suite))
     out = run_suite(str(res.run_dir), path)["tasks"]
     g = out["cf"]["attributes"]["gender"]
     assert g["n"] == 2  # "he ... his" and "she": the others mention no gendered term
-    p = tunelab.predict(res.run_dir, texts=["he was good and his film was fun",
-                                            "she was good and her film was fun"])  # fmt: skip
+    p = tunelab.predict(
+        res.run_dir, texts=["he was good and his film was fun", "she was good and her film was fun"]
+    )
     change_0 = p[1]["probabilities"]["positive"] - p[0]["probabilities"]["positive"]
     assert g["examples"][0]["swapped"] == "she was good and her film was fun"
     assert 0.0 <= g["flip_rate"] <= 1.0
@@ -228,18 +254,23 @@ def test_fairness_suite_on_a_classifier(tiny_bert, keyword_data, tmp_path):
 def test_crows_pairs_on_a_language_model(tiny_llama, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
-    from tunelab.workflows.suite import run_suite
 
     from tunelab.models.loading import load_tokenizer
     from tunelab.models.registry import resolve_model
+    from tunelab.workflows.suite import run_suite
 
-    pairs = [{"sent_more": "the movie was good", "sent_less": "the film was good", "bias_type": "a"},
-             {"sent_more": "it was dull", "sent_less": "it was a dull plot", "bias_type": "b"},
-             {"sent_more": "the cast was fun", "sent_less": "the music was fun", "bias_type": "a"}]  # fmt: skip
+    pairs = [
+        {"sent_more": "the movie was good", "sent_less": "the film was good", "bias_type": "a"},
+        {"sent_more": "it was dull", "sent_less": "it was a dull plot", "bias_type": "b"},
+        {"sent_more": "the cast was fun", "sent_less": "the music was fun", "bias_type": "a"},
+    ]
     data = write_csv(tmp_path / "c" / "crows.csv", pairs)
     path = tmp_path / "c" / "s.yaml"
-    path.write_text(yaml.safe_dump({"name": "cp", "tasks": [
-        {"name": "cp", "kind": "crows_pairs", "data": str(data)}]}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {"name": "cp", "tasks": [{"name": "cp", "kind": "crows_pairs", "data": str(data)}]}
+        )
+    )
     out = run_suite(str(tiny_llama), path, output=tmp_path / "o")["tasks"]["cp"]
     tok = load_tokenizer(resolve_model(str(tiny_llama)))
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
@@ -269,8 +300,16 @@ def test_training_augmentation_noise_and_counterfactual_copies(tiny_bert, tmp_pa
     path = write_csv(tmp_path / "a" / "train.csv", rows)
     table = read_table(str(path))
     task = ClassificationTask(["negative", "positive"])
-    aug = load_config({"augment": {"noise_share": 0.5, "perturbations": ["typos"], "strength": 0.5,
-                                   "counterfactual": ["gender"]}}).augment  # fmt: skip
+    aug = load_config(
+        {
+            "augment": {
+                "noise_share": 0.5,
+                "perturbations": ["typos"],
+                "strength": 0.5,
+                "counterfactual": ["gender"],
+            }
+        }
+    ).augment
     out, stats = augment_table(table, task, aug, seed=0)
     assert stats == {"noisy_rows": 20, "counterfactual_rows": 6}
     assert len(out) == 46
@@ -283,7 +322,13 @@ def test_training_augmentation_noise_and_counterfactual_copies(tiny_bert, tmp_pa
     again, _ = augment_table(table, task, aug, seed=0)
     assert again.rows == out.rows  # seeded
     data = {"train": path, "validation": write_csv(tmp_path / "a" / "v.csv", keyword_rows(20, 6))}
-    res = tunelab.train(tiny_config(tiny_bert, data, tmp_path / "runs", **{
-        "augment.counterfactual": ["gender"], "training.max_steps": 5}))  # fmt: skip
+    res = tunelab.train(
+        tiny_config(
+            tiny_bert,
+            data,
+            tmp_path / "runs",
+            **{"augment.counterfactual": ["gender"], "training.max_steps": 5},
+        )
+    )
     info = json.loads((res.run_dir / "run.json").read_text())
     assert info["augmented"]["counterfactual_rows"] == 6 and info["data"]["train"] == 46

@@ -23,6 +23,7 @@ __all__ = [
     "train",
 ]
 
+
 def __getattr__(name: str) -> Any:
     if name in ("train",):
         from tunelab.workflows import train

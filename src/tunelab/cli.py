@@ -51,10 +51,12 @@ def _cmd_report(args) -> int:
 def _cmd_human_export(args) -> int:
     from tunelab.evaluation.human import export_sheet
 
-    paths = export_sheet(args.runs, args.output, n=args.n, split=args.split, seed=args.seed,
-                         overwrite=args.overwrite)  # fmt: skip
-    print(f"rating sheet: {paths['csv']} and {paths['jsonl']}; key (keep from raters): "
-          f"{paths['key']}")  # fmt: skip
+    paths = export_sheet(
+        args.runs, args.output, n=args.n, split=args.split, seed=args.seed, overwrite=args.overwrite
+    )
+    print(
+        f"rating sheet: {paths['csv']} and {paths['jsonl']}; key (keep from raters): {paths['key']}"
+    )
     return 0
 
 
@@ -79,21 +81,36 @@ def _cmd_eval(args) -> int:
     if args.suite:
         from tunelab.workflows.suite import dumps, run_suite_to_file
 
-        res, path = run_suite_to_file(args.run_dir, args.suite, output=args.output,
-                                      batch_size=args.batch_size,
-                                      trust_remote_code=args.trust_remote_code,
-                                      console=None if args.json else Console())  # fmt: skip
+        res, path = run_suite_to_file(
+            args.run_dir,
+            args.suite,
+            output=args.output,
+            batch_size=args.batch_size,
+            trust_remote_code=args.trust_remote_code,
+            console=None if args.json else Console(),
+        )
         print(dumps({**res, "_written": str(path)}) if args.json else f"written: {path}")
         return 0
     from tunelab.reporting.tables import print_classification_eval
     from tunelab.workflows.runs import evaluate_to_file
 
-    cols = {k: v for k, v in (("text_column", args.text_column),
-                              ("label_column", args.label_column),
-                              ("text_pair_column", args.text_pair_column)) if v}  # fmt: skip
-    m, path = evaluate_to_file(args.run_dir, split=args.split, file=args.file, columns=cols,
-                               batch_size=args.batch_size,
-                               trust_remote_code=args.trust_remote_code)  # fmt: skip
+    cols = {
+        k: v
+        for k, v in (
+            ("text_column", args.text_column),
+            ("label_column", args.label_column),
+            ("text_pair_column", args.text_pair_column),
+        )
+        if v
+    }
+    m, path = evaluate_to_file(
+        args.run_dir,
+        split=args.split,
+        file=args.file,
+        columns=cols,
+        batch_size=args.batch_size,
+        trust_remote_code=args.trust_remote_code,
+    )
     if args.json:
         print(json.dumps({**m, "_written": str(path)}, indent=2))
         return 0
@@ -113,8 +130,13 @@ def _cmd_predict(args) -> int:
     from tunelab.workflows.runs import predict
 
     output_exists(args.output, args.overwrite)
-    rows = predict(args.run_dir, texts=args.text, file=args.file, text_pairs=args.text_pair,
-                   trust_remote_code=args.trust_remote_code)  # fmt: skip
+    rows = predict(
+        args.run_dir,
+        texts=args.text,
+        file=args.file,
+        text_pairs=args.text_pair,
+        trust_remote_code=args.trust_remote_code,
+    )
     if args.output:
         _write_rows(args.output, rows, "predictions")
         return 0
@@ -142,8 +164,13 @@ def _cmd_generate(args) -> int:
 
     output_exists(args.output, args.overwrite)
     prompts = read_prompts(args.file, args.column) if args.file else list(args.prompt or [])
-    outs = generate(args.target, prompts, batch_size=args.batch_size,
-                    trust_remote_code=args.trust_remote_code, **_gen_overrides(args))  # fmt: skip
+    outs = generate(
+        args.target,
+        prompts,
+        batch_size=args.batch_size,
+        trust_remote_code=args.trust_remote_code,
+        **_gen_overrides(args),
+    )
     rows = [{"prompt": p, "generation": o} for p, o in zip(prompts, outs)]
     if args.output:
         _write_rows(args.output, rows, "generations")
@@ -176,7 +203,9 @@ def _cmd_merge(args) -> int:
     from tunelab.workflows.runs import merge, merged_auto_class
 
     path = merge(args.run_dir, args.output, args.overwrite)
-    if path.name == "model":
+    from tunelab import rundir
+
+    if path.name == rundir.MODEL:
         print(f"{path} already holds the full model (nothing to merge for this method)")
     else:
         print(f"merged model written to {path} (loads with {merged_auto_class(args.run_dir)})")
@@ -187,8 +216,14 @@ def _cmd_combine(args) -> int:
     from tunelab.workflows.adapters import combine_adapters, named_runs, parse_weights
 
     runs = named_runs(args.runs)
-    out = combine_adapters(runs, parse_weights(args.weights, runs), args.output,
-                           args.combination, args.overwrite, args.density)  # fmt: skip
+    out = combine_adapters(
+        runs,
+        parse_weights(args.weights, runs),
+        args.output,
+        args.combination,
+        args.overwrite,
+        args.density,
+    )
     print(f"combined adapter written to {out} (use it like any run: tunelab predict {out} ...)")
     return 0
 
@@ -200,8 +235,9 @@ def _cmd_compare(args) -> int:
     from tunelab.workflows.compare import COLUMNS, compare, per_method_overrides
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    rows = compare(args.config, methods, args.overrides, args.output,
-                   per_method_overrides(args.set))  # fmt: skip
+    rows = compare(
+        args.config, methods, args.overrides, args.output, per_method_overrides(args.set)
+    )
     print_compare(Console(), rows, COLUMNS)
     return 0 if all("error" not in r for r in rows) else 1
 
@@ -377,8 +413,12 @@ def _add_use_commands(sub) -> None:
         default="cat",
         help="cat (exact weighted sum of updates, default), linear, ties, dare_linear, svd",
     )
-    s.add_argument("--density", type=float, default=0.5,
-                   help="ties/dare: share of each update kept (default 0.5)")  # fmt: skip
+    s.add_argument(
+        "--density",
+        type=float,
+        default=0.5,
+        help="ties/dare: share of each update kept (default 0.5)",
+    )
     s.add_argument("--output", required=True, help="the new run directory")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_cmd_combine)

@@ -29,7 +29,13 @@ from tunelab.config.sections import (
 )
 from tunelab.errors import ConfigError
 from tunelab.evaluation.metrics import primary_metric
-from tunelab.methods import DEFAULT_METHOD, method_names, method_sections, methods_where
+from tunelab.methods import (
+    DEFAULT_METHOD,
+    method_class,
+    method_names,
+    method_sections,
+    methods_where,
+)
 from tunelab.utils.settings import Section
 
 
@@ -86,7 +92,9 @@ class RunConfig(Section):
         out = dict(data)
         for key, settings in sections.items():
             if key in cls.model_fields:
-                raise ValueError(f"method settings section {key!r} has the name of a config section")
+                raise ValueError(
+                    f"method settings section {key!r} has the name of a config section"
+                )
             raw = out.get(key)
             if isinstance(raw, settings):
                 continue
@@ -129,6 +137,12 @@ class RunConfig(Section):
             self.training.metric = "accuracy" if self.task.type == "classification" else "loss"
         if not self.mixture.tasks:  # each mixture task names its own template
             check_template(self.task, "task")
+        packs = self.task.packing or any(self.spec_task(t).packing for t in self.mixture.tasks)
+        if packs and not method_class(self.method).supports_packing:
+            raise ValueError(
+                f"task.packing: method {self.method} does not train on packed rows; set "
+                "task.packing=false or use another method"
+            )
         return self
 
     def _spec_task_or_none(self, spec: TaskSpec) -> TaskConfig | None:
@@ -177,7 +191,9 @@ class RunConfig(Section):
                 try:
                     tc = self.spec_task(spec)
                 except ValidationError as e:
-                    raise ValueError(f"{where}.task: " + format_validation_error(e, head="")) from None
+                    raise ValueError(
+                        f"{where}.task: " + format_validation_error(e, head="")
+                    ) from None
                 check_template(tc, f"{where}.task")
                 if key == "mixture.tasks" and not spec.data.train:
                     raise ValueError(f"{where}.data.train: no training data")
@@ -266,9 +282,11 @@ def top_level_keys() -> list[str]:
 
 
 def format_validation_error(
-    err: ValidationError, root: type[BaseModel] | None = None, prefix: str = "",
+    err: ValidationError,
+    root: type[BaseModel] | None = None,
+    prefix: str = "",
     head: str = "invalid config: ",
-) -> str:  # fmt: skip
+) -> str:
     """One line naming each bad key (``prefix`` + its location) and what is allowed."""
     lines = []
     for e in err.errors():

@@ -68,8 +68,9 @@ def _score(model, chunk, pad: int, device, seq2seq: bool) -> list[dict[int, floa
         for r, (_, p, c, _) in enumerate(chunk):
             ids[r, : len(p)], mask[r, : len(p)] = torch.tensor(p), 1
             labels[r, : len(c)] = torch.tensor(c)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                       labels=labels.to(device)).logits.float()  # fmt: skip
+        logits = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
+        ).logits.float()
         logp = logits.log_softmax(-1)
         labels = labels.to(device)
         tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -86,16 +87,21 @@ def _score(model, chunk, pad: int, device, seq2seq: bool) -> list[dict[int, floa
     spans = [(len(p) - 1, max(len(c), 1)) for _, p, c, _ in chunk]
     keep = sorted({t for first, n in spans for t in range(first, first + n)})
     column = {t: k for k, t in enumerate(keep)}
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False,
-                   logits_to_keep=torch.tensor(keep, device=device)).logits  # fmt: skip
+    logits = model(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        use_cache=False,
+        logits_to_keep=torch.tensor(keep, device=device),
+    ).logits
     out = []
     for r, (_, _, _, choices) in enumerate(chunk):
         first, n = spans[r]
         cols = torch.tensor([column[t] for t in range(first, first + n)], device=logits.device)
         logp = logits[r, cols].float().log_softmax(-1)
         steps = torch.arange(n, device=logp.device)
-        out.append({j: float(logp[steps, torch.tensor(t, device=logp.device)].sum())
-                    for j, t in choices})  # fmt: skip
+        out.append(
+            {j: float(logp[steps, torch.tensor(t, device=logp.device)].sum()) for j, t in choices}
+        )
     return out
 
 

@@ -10,15 +10,37 @@ from __future__ import annotations
 import re
 
 GENDER_PAIRS = [
-    ("he", "she"), ("him", "her"), ("his", "her"), ("himself", "herself"),
-    ("man", "woman"), ("men", "women"), ("boy", "girl"), ("boys", "girls"),
-    ("father", "mother"), ("fathers", "mothers"), ("son", "daughter"), ("sons", "daughters"),
-    ("brother", "sister"), ("brothers", "sisters"), ("husband", "wife"),
-    ("husbands", "wives"), ("uncle", "aunt"), ("nephew", "niece"), ("king", "queen"),
-    ("mr", "mrs"), ("sir", "madam"), ("gentleman", "lady"), ("gentlemen", "ladies"),
-    ("boyfriend", "girlfriend"), ("grandfather", "grandmother"), ("male", "female"),
-    ("dad", "mom"), ("actor", "actress"), ("actors", "actresses"), ("guy", "gal"),
-]  # fmt: skip
+    ("he", "she"),
+    ("him", "her"),
+    ("his", "her"),
+    ("himself", "herself"),
+    ("man", "woman"),
+    ("men", "women"),
+    ("boy", "girl"),
+    ("boys", "girls"),
+    ("father", "mother"),
+    ("fathers", "mothers"),
+    ("son", "daughter"),
+    ("sons", "daughters"),
+    ("brother", "sister"),
+    ("brothers", "sisters"),
+    ("husband", "wife"),
+    ("husbands", "wives"),
+    ("uncle", "aunt"),
+    ("nephew", "niece"),
+    ("king", "queen"),
+    ("mr", "mrs"),
+    ("sir", "madam"),
+    ("gentleman", "lady"),
+    ("gentlemen", "ladies"),
+    ("boyfriend", "girlfriend"),
+    ("grandfather", "grandmother"),
+    ("male", "female"),
+    ("dad", "mom"),
+    ("actor", "actress"),
+    ("actors", "actresses"),
+    ("guy", "gal"),
+]
 
 #: first names as group proxies (as in published bias studies; proxies, not identities)
 NAMES = {
@@ -26,9 +48,16 @@ NAMES = {
     "female": ["Mary", "Patricia", "Jennifer", "Linda", "Susan", "Sarah", "Karen", "Nancy"],
     "european_american": ["Adam", "Harry", "Josh", "Roger", "Alan", "Frank", "Justin", "Ryan"],
     "african_american": [
-        "Alonzo", "Jamel", "Theo", "Jerome", "Leroy", "Torrance", "Darnell", "Lamar",
+        "Alonzo",
+        "Jamel",
+        "Theo",
+        "Jerome",
+        "Leroy",
+        "Torrance",
+        "Darnell",
+        "Lamar",
     ],
-}  # fmt: skip
+}
 
 
 def gender_swap_table() -> dict[str, str]:
@@ -75,8 +104,9 @@ def counterfactuals(texts: list[str], table: dict[str, str]) -> list[tuple[int, 
     return out
 
 
-def flip_stats(original: list[str], swapped: list[str], scores_a: list[float],
-               scores_b: list[float]) -> dict[str, float]:  # fmt: skip
+def flip_stats(
+    original: list[str], swapped: list[str], scores_a: list[float], scores_b: list[float]
+) -> dict[str, float]:
     """Share of predictions that change, and the mean absolute score change."""
     n = max(len(original), 1)
     flips = sum(a != b for a, b in zip(original, swapped))

@@ -52,8 +52,15 @@ def swap_tables(attributes: list[str] | dict[str, dict[str, str]]) -> dict[str, 
     return out
 
 
-def counterfactual_report(task, model, texts: list[str], attributes, batch_size: int,
-                          accelerator, score_label: str | None = None) -> dict[str, Any]:  # fmt: skip
+def counterfactual_report(
+    task,
+    model,
+    texts: list[str],
+    attributes,
+    batch_size: int,
+    accelerator,
+    score_label: str | None = None,
+) -> dict[str, Any]:
     from tunelab.evaluation.counterfactual import counterfactuals
 
     k = label_index(task, score_label)
@@ -63,7 +70,9 @@ def counterfactual_report(task, model, texts: list[str], attributes, batch_size:
         if not pairs:
             out["attributes"][name] = {"n": 0}
             continue
-        orig = task.predict_texts(model, [texts[i] for i, _ in pairs], None, batch_size, accelerator)
+        orig = task.predict_texts(
+            model, [texts[i] for i, _ in pairs], None, batch_size, accelerator
+        )
         swapped = task.predict_texts(model, [s for _, s in pairs], None, batch_size, accelerator)
         flips = sum(
             max(range(len(a)), key=a.__getitem__) != max(range(len(b)), key=b.__getitem__)
@@ -80,8 +89,9 @@ def counterfactual_report(task, model, texts: list[str], attributes, batch_size:
     return out
 
 
-def bootstrap_gap(groups: dict[str, list[tuple[str, float]]], a: str, b: str, seed: int = 0,
-                  resamples: int = 1000) -> dict[str, float]:  # fmt: skip
+def bootstrap_gap(
+    groups: dict[str, list[tuple[str, float]]], a: str, b: str, seed: int = 0, resamples: int = 1000
+) -> dict[str, float]:
     """Mean score of group ``a`` minus group ``b`` and a percentile 95 % CI, resampling the
     clusters (templates) that hold both groups' sentences."""
     by_cluster: dict[str, dict[str, list[float]]] = {}
@@ -107,8 +117,15 @@ def bootstrap_gap(groups: dict[str, list[tuple[str, float]]], a: str, b: str, se
     }
 
 
-def eec_report(task, model, rows: list[dict[str, Any]], batch_size: int, accelerator,
-               score_label: str | None = None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def eec_report(
+    task,
+    model,
+    rows: list[dict[str, Any]],
+    batch_size: int,
+    accelerator,
+    score_label: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """EEC: gender gap (female − male) and race gap (African-American − European) in the
     probability of ``score_label``, with bootstrap CIs over templates × emotion words."""
     need = {"Sentence", "Template", "Gender", "Race", "Emotion word"}
@@ -135,8 +152,14 @@ def eec_report(task, model, rows: list[dict[str, Any]], batch_size: int, acceler
     }
 
 
-def crows_pairs_report(model, tokenizer, rows: list[dict[str, Any]], batch_size: int,
-                       accelerator, seq2seq: bool = False) -> dict[str, Any]:  # fmt: skip
+def crows_pairs_report(
+    model,
+    tokenizer,
+    rows: list[dict[str, Any]],
+    batch_size: int,
+    accelerator,
+    seq2seq: bool = False,
+) -> dict[str, Any]:
     """Share of pairs where the LM's log-likelihood of ``sent_more`` beats ``sent_less``."""
     from tunelab.evaluation.choice import choice_loglikelihoods
 
@@ -148,11 +171,16 @@ def crows_pairs_report(model, tokenizer, rows: list[dict[str, Any]], batch_size:
         if not isinstance(r.get("sent_more"), str) or not isinstance(r.get("sent_less"), str):
             raise DataError("CrowS-Pairs rows need sent_more and sent_less")
         prompts.append([start])
-        options.append([tokenizer(r[s], add_special_tokens=False)["input_ids"]
-                        for s in ("sent_more", "sent_less")])  # fmt: skip
+        options.append(
+            [
+                tokenizer(r[s], add_special_tokens=False)["input_ids"]
+                for s in ("sent_more", "sent_less")
+            ]
+        )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scores = choice_loglikelihoods(model, prompts, options, pad, batch_size, accelerator.device,
-                                   autocast=accelerator.autocast)  # fmt: skip
+    scores = choice_loglikelihoods(
+        model, prompts, options, pad, batch_size, accelerator.device, autocast=accelerator.autocast
+    )
     per: dict[str, list[bool]] = {}
     for r, (more, less) in zip(rows, scores):
         per.setdefault(str(r.get("bias_type", "all")), []).append(more > less)

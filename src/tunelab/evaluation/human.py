@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from tunelab import rundir
 from tunelab.errors import DataError, RunDirError
 from tunelab.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
@@ -27,7 +28,7 @@ CHOICES = ("A", "B", "tie")
 
 
 def _predictions(run_dir: Path, split: str) -> dict[int, dict[str, Any]]:
-    path = Path(run_dir) / "predictions" / f"{split}.jsonl"
+    path = rundir.predictions_path(Path(run_dir), split)
     if not path.is_file():
         raise RunDirError(f"{path} not found: the run saved no {split} predictions")
     rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
@@ -42,16 +43,24 @@ def _prompt_text(prompt: Any) -> str:
     return str(prompt)
 
 
-def export_sheet(runs: list[str | Path], output: str | Path, n: int = 50, split: str = "validation",
-                 seed: int = 0, criteria: tuple[str, ...] = CRITERIA,
-                 overwrite: bool = False) -> dict[str, Path]:  # fmt: skip
+def export_sheet(
+    runs: list[str | Path],
+    output: str | Path,
+    n: int = 50,
+    split: str = "validation",
+    seed: int = 0,
+    criteria: tuple[str, ...] = CRITERIA,
+    overwrite: bool = False,
+) -> dict[str, Path]:
     """Write ``OUTPUT.csv``, ``OUTPUT.jsonl`` (for raters) and ``OUTPUT.key.json`` (for
     ``import_ratings``). One run: a 1-5 scale per criterion; two runs: pairwise A/B."""
     if len(runs) not in (1, 2):
         raise DataError("give one run (rating scale) or two runs (pairwise A/B)")
     out = Path(output)
-    paths = {k: out.with_suffix(s) for k, s in (("csv", ".csv"), ("jsonl", ".jsonl"),
-                                                ("key", ".key.json"))}  # fmt: skip
+    paths = {
+        k: out.with_suffix(s)
+        for k, s in (("csv", ".csv"), ("jsonl", ".jsonl"), ("key", ".key.json"))
+    }
     taken = [str(p) for p in paths.values() if p.exists()]
     if taken and not overwrite:
         raise RunDirError(f"{', '.join(taken)} exist; pass --overwrite to replace them")
@@ -73,18 +82,32 @@ def export_sheet(runs: list[str | Path], output: str | Path, n: int = 50, split:
             swap = rng.random() < 0.5
             a, b = (preds[1][k], first) if swap else (first, preds[1][k])
             item.update(output_a=a["prediction"], output_b=b["prediction"], preference="")
-            key_items.append({"item": i, "row": k[1], "task": k[0],
-                              "a": str(runs[1] if swap else runs[0]),
-                              "b": str(runs[0] if swap else runs[1])})  # fmt: skip
+            key_items.append(
+                {
+                    "item": i,
+                    "row": k[1],
+                    "task": k[0],
+                    "a": str(runs[1] if swap else runs[0]),
+                    "b": str(runs[0] if swap else runs[1]),
+                }
+            )
         item["comment"] = ""
         items.append(item)
     buf = _csv_text(items)
     atomic_write_text(paths["csv"], buf)
     atomic_write_jsonl(paths["jsonl"], items)
     mode = "scale" if len(runs) == 1 else "pairwise"
-    atomic_write_json(paths["key"], {"mode": mode, "criteria": list(criteria),
-                                     "runs": [str(r) for r in runs], "split": split,
-                                     "seed": seed, "items": key_items})  # fmt: skip
+    atomic_write_json(
+        paths["key"],
+        {
+            "mode": mode,
+            "criteria": list(criteria),
+            "runs": [str(r) for r in runs],
+            "split": split,
+            "seed": seed,
+            "items": key_items,
+        },
+    )
     return paths
 
 
@@ -179,8 +202,12 @@ def import_ratings(key_path: str | Path, sheets: list[str | Path]) -> dict[str, 
             + "; ".join(problems[:10])
             + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
         )
-    report: dict[str, Any] = {"mode": mode, "raters": sorted({r for f in fields for r in ratings[f]}),
-                              "items": len(items), "criteria": {}}  # fmt: skip
+    report: dict[str, Any] = {
+        "mode": mode,
+        "raters": sorted({r for f in fields for r in ratings[f]}),
+        "items": len(items),
+        "criteria": {},
+    }
     for f in fields:
         raters = sorted(ratings[f])
         ids = sorted(items)
@@ -203,12 +230,20 @@ def import_ratings(key_path: str | Path, sheets: list[str | Path]) -> dict[str, 
                     else:
                         wins["a" if (v == "A") == (it["a"] == key["runs"][0]) else "b"] += 1
             total = sum(wins.values())
-            entry["win_rate"] = {key["runs"][0]: wins["a"] / total, key["runs"][1]: wins["b"] / total,
-                                 "tie": wins["tie"] / total}  # fmt: skip
+            entry["win_rate"] = {
+                key["runs"][0]: wins["a"] / total,
+                key["runs"][1]: wins["b"] / total,
+                "tie": wins["tie"] / total,
+            }
             entry["n"] = total
             code = {"A": 0.0, "B": 1.0, "tie": 2.0}
-            data = np.array([[code[ratings[f][r][i]] if i in ratings[f][r] else np.nan
-                              for i in ids] for r in raters], float)  # fmt: skip
+            data = np.array(
+                [
+                    [code[ratings[f][r][i]] if i in ratings[f][r] else np.nan for i in ids]
+                    for r in raters
+                ],
+                float,
+            )
             level = "nominal"
         if len(raters) >= 2 and np.sum(~np.isnan(data).any(axis=0)) >= 1:
             try:

@@ -9,8 +9,13 @@ from typing import Any
 
 #: metrics where lower is better (everything else: higher is better)
 LOWER_IS_BETTER = {
-    "loss", "eval_loss", "perplexity", "word_perplexity", "bits_per_byte", "mean_loss",
-}  # fmt: skip
+    "loss",
+    "eval_loss",
+    "perplexity",
+    "word_perplexity",
+    "bits_per_byte",
+    "mean_loss",
+}
 
 
 #: the headline score of a task, by the first of its ``task.metrics``
@@ -25,14 +30,34 @@ PRIMARY = {
 #: columns the console tables show: classification, then generation scores
 CLASSIFICATION_SHOWN = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
 GENERATION_SHOWN = (
-    "loss", "perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf",
-    "squad_em", "squad_f1", "exact_match", "acc", "acc_norm",
-)  # fmt: skip
+    "loss",
+    "perplexity",
+    "rouge1",
+    "rouge2",
+    "rougeL",
+    "rougeLsum",
+    "bleu",
+    "chrf",
+    "squad_em",
+    "squad_f1",
+    "exact_match",
+    "acc",
+    "acc_norm",
+)
 #: probe scores shown before → after
 PROBE_SHOWN = (
-    "loss", "perplexity", "word_perplexity", "accuracy", "exact_match", "squad_f1", "rougeL",
-    "bleu", "chrf", "acc", "acc_norm",
-)  # fmt: skip
+    "loss",
+    "perplexity",
+    "word_perplexity",
+    "accuracy",
+    "exact_match",
+    "squad_f1",
+    "rougeL",
+    "bleu",
+    "chrf",
+    "acc",
+    "acc_norm",
+)
 
 
 def headline_metric(kind: str, metrics: list[str]) -> str | None:

@@ -211,7 +211,9 @@ def check_perturbations(names: list[str], key: str) -> None:
     bad = [k for k in names if k not in PERTURBATIONS]
     if bad:
         where = f"{key} " if key else ""
-        raise ConfigError(f"{where}{bad}: unknown perturbation; allowed: {', '.join(PERTURBATIONS)}")
+        raise ConfigError(
+            f"{where}{bad}: unknown perturbation; allowed: {', '.join(PERTURBATIONS)}"
+        )
 
 
 def perturb(texts: list[str], kind: str, strength: float = 0.1, seed: int = 0) -> list[str]:

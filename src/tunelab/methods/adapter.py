@@ -93,7 +93,6 @@ def place_patterns(model, placement: str) -> list[re.Pattern]:
     return [re.compile(ffn)] if placement == "pfeiffer" else [re.compile(attn), re.compile(ffn)]
 
 
-
 class AdapterSettings(Section):
     placement: Literal["houlsby", "pfeiffer"] = Field(
         "houlsby",
@@ -109,6 +108,7 @@ class AdapterSettings(Section):
     train_layernorm: bool = Field(
         False, description="Also train the layer norms of the transformer (Houlsby et al. do)."
     )
+
 
 class BottleneckAdapter(OwnMethod):
     name = "adapter"

@@ -26,6 +26,8 @@ class Method(ABC):
     mergeable: bool = True
     #: resume refuses a change of the settings section (the checkpoint's tensors depend on it)
     resume_fixed: bool = True
+    #: trains on packed rows (task.packing: several examples per row, positions restarting)
+    supports_packing: bool = True
     #: every registered method's name, set by the registry (for messages that suggest others)
     known_methods: tuple[str, ...] = ()
 

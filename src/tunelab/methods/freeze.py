@@ -15,6 +15,7 @@ class FreezeSettings(Section):
         2, ge=0, description="Transformer layers, counted from the top, that train (plus the head)."
     )
 
+
 class FreezeLayers(FullFineTuning):
     name = "freeze"
     description = "Train only the top k layers (freeze.train_top_layers) and the task head."

@@ -18,6 +18,7 @@ class Ia3Settings(Section):
         None, description="Which of those are feed-forward (scaled on the input); unset: default."
     )
 
+
 class Ia3Method(LoraMethod):
     name = "ia3"
     description = "IA3 rescaling vectors on keys, values and feed-forward layers (PEFT)."

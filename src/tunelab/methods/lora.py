@@ -41,7 +41,6 @@ def peft_task_type(model):
     return TaskType.FEATURE_EXTRACTION
 
 
-
 class LoraSettings(Section):
     r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
@@ -55,6 +54,7 @@ class LoraSettings(Section):
         True, description="Train the newly initialised task head fully alongside LoRA."
     )
     rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r) (rsLoRA).")
+
 
 class LoraMethod(Method):
     name = "lora"

@@ -23,7 +23,6 @@ KEY_NAMES = ("key", "k_proj", "k", "k_lin")
 CROSS = ("encoder_attn", "EncDecAttention", "crossattention")
 
 
-
 class PrefixSettings(Section):
     num_virtual_tokens: int = Field(
         20, ge=1, le=1024, description="Prefix length: key/value vectors per attention layer."
@@ -39,6 +38,7 @@ class PrefixSettings(Section):
         description="Initialise the prefixes with the model's own keys/values of this text "
         "(repeated to length); unset: of randomly drawn vocabulary tokens.",
     )
+
 
 class PrefixKV:
     """Stands in for a transformers ``Cache`` inside one attention call: prepends the prefix.
@@ -221,7 +221,8 @@ def _make_prefix_model():
 
         def forward(self, **inputs):
             if "position_ids" in inputs and inputs.get("attention_mask") is None:
-                raise ConfigError("prefix tuning does not combine with task.packing")
+                # config refuses packing for this method (supports_packing); a guard, not a message
+                raise RuntimeError("prefix tuning got packed rows")
             if self._takes_use_cache:
                 inputs.setdefault("use_cache", False)  # the prefix is the only cache here
             self._kv = self.prefixes()
@@ -247,6 +248,7 @@ def _checkpointing(model) -> bool:
 
 class PrefixTuning(OwnMethod):
     name = "prefix"
+    supports_packing = False  # extra positions in front of each row, not of each example
     settings_class = PrefixSettings
     section = "prefix"
     wraps_model = True

@@ -14,7 +14,6 @@ from typing import Any
 
 from pydantic import Field
 
-from tunelab.errors import ConfigError
 from tunelab.methods.own import OwnMethod
 from tunelab.methods.prefix import init_token_ids
 from tunelab.utils.settings import Section
@@ -64,7 +63,7 @@ def _make_prompt_model():
 
         def forward(self, input_ids, attention_mask=None, token_type_ids=None, **inputs):
             if input_ids.shape[1] < self.at:
-                raise ConfigError("prompt tuning: an input is shorter than its leading token")
+                raise RuntimeError("prompt tuning: an input is shorter than its leading token")
             inputs["input_ids"] = self.expand("input_ids", input_ids)
             if attention_mask is not None:
                 inputs["attention_mask"] = self.expand("attention_mask", attention_mask)
@@ -77,7 +76,8 @@ def _make_prompt_model():
             if isinstance(keep, torch.Tensor):  # positions after the insertion point move by P
                 inputs["logits_to_keep"] = torch.where(keep >= self.at, keep + self.P, keep)
             if "position_ids" in inputs:
-                raise ConfigError("prompt tuning does not combine with task.packing")
+                # config refuses packing for this method (supports_packing); a guard, not a message
+                raise RuntimeError("prompt tuning got packed rows")
             self._pending = True
             try:
                 return self.base(**inputs)
@@ -117,7 +117,6 @@ def _leading_special(tokenizer) -> bool:
     return bool(ids) and ids[0] in set(tokenizer.all_special_ids)
 
 
-
 class PromptSettings(Section):
     num_virtual_tokens: int = Field(
         20, ge=1, le=1024, description="Soft-prompt length in embedding vectors."
@@ -128,8 +127,10 @@ class PromptSettings(Section):
         "length); unset: embeddings of randomly drawn vocabulary tokens.",
     )
 
+
 class PromptTuning(OwnMethod):
     name = "prompt"
+    supports_packing = False  # extra positions in front of each row, not of each example
     settings_class = PromptSettings
     section = "prompt"
     wraps_model = True

@@ -34,8 +34,17 @@ def _builtin() -> list[type[Method]]:
     from tunelab.methods.prefix import PrefixTuning
     from tunelab.methods.prompt import PromptTuning
 
-    return [FullFineTuning, FreezeLayers, LoraMethod, DoraMethod, Ia3Method, BottleneckAdapter,
-            PrefixTuning, PromptTuning, BitFit]  # fmt: skip
+    return [
+        FullFineTuning,
+        FreezeLayers,
+        LoraMethod,
+        DoraMethod,
+        Ia3Method,
+        BottleneckAdapter,
+        PrefixTuning,
+        PromptTuning,
+        BitFit,
+    ]
 
 
 def _load_builtin() -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
+from tunelab import rundir
 from tunelab.errors import RunDirError
 from tunelab.utils.io import atomic_write_text
 
@@ -46,26 +46,15 @@ img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}.pred td{text-align:l
 
 
 def _read_run(run_dir: Path) -> dict[str, Any]:
-    info_path = run_dir / "run.json"
-    if not info_path.is_file():
-        raise RunDirError(f"{run_dir} is not a tunelab run directory (no run.json)")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    metrics = []
-    if (run_dir / "metrics.jsonl").is_file():
-        metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()
-                   if x.strip()]  # fmt: skip
-    suites = {
-        p.stem.removeprefix("suite-"): json.loads(p.read_text())
-        for p in sorted((run_dir / "eval").glob("suite-*.json"))
+    return {
+        "name": run_dir.name,
+        "dir": str(run_dir),
+        "info": rundir.read_info(run_dir),
+        "metrics": rundir.read_metrics(run_dir),
+        "suites": rundir.suite_results(run_dir),
+        "predictions": rundir.read_predictions(run_dir, "validation", limit=8),
+        "config": rundir.read_config_text(run_dir),
     }
-    preds = []
-    pf = run_dir / "predictions" / "validation.jsonl"
-    if pf.is_file():
-        for line in pf.read_text(encoding="utf-8").splitlines()[:8]:
-            preds.append(json.loads(line))
-    cfg_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
-    return {"name": run_dir.name, "dir": str(run_dir), "info": info, "metrics": metrics,
-            "suites": suites, "predictions": preds, "config": cfg_text}  # fmt: skip
 
 
 def _png(fig) -> str:
@@ -102,8 +91,11 @@ def _curves(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
         fig, ax = plt.subplots(figsize=(7, 3.5))
         drawn = False
         for r in runs:
-            pts = [(m["step"], m[metric]) for m in r["metrics"]
-                   if m.get("type") == "eval" and metric in m]  # fmt: skip
+            pts = [
+                (m["step"], m[metric])
+                for m in r["metrics"]
+                if m.get("type") == "eval" and metric in m
+            ]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=r["name"])
                 drawn = True
@@ -130,9 +122,15 @@ def _grouped_bars(
     width = 0.8 / max(len(series), 1)
     for k, (run, vals) in enumerate(series.items()):
         ys = [v if v is not None else 0.0 for v in vals]
-        ax.bar(x + (k - (len(series) - 1) / 2) * width, ys, width, label=run,
-               yerr=(errors or {}).get(run), capsize=4 if errors else 0,
-               color=colors if len(series) == 1 and colors else None)  # fmt: skip
+        ax.bar(
+            x + (k - (len(series) - 1) / 2) * width,
+            ys,
+            width,
+            label=run,
+            yerr=(errors or {}).get(run),
+            capsize=4 if errors else 0,
+            color=colors if len(series) == 1 and colors else None,
+        )
     ax.set_xticks(x, [lbl.replace(":", ":\n").replace("-", "-\n") for lbl in labels])
     if len(series) > 1:
         ax.legend(fontsize=8)
@@ -164,8 +162,11 @@ def _suite_charts(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
             for run, e in entries.items():
                 rob = e.get("robustness") or {}
                 per = rob.get("perturbations", {})
-                series[run] = [e["clean"].get(e["metric"]), *[per.get(k) for k in labels[1:-1]],
-                               rob.get("worst_case")]  # fmt: skip
+                series[run] = [
+                    e["clean"].get(e["metric"]),
+                    *[per.get(k) for k in labels[1:-1]],
+                    rob.get("worst_case"),
+                ]
             colors = ["#4a7"] + ["#68c"] * (len(labels) - 2) + ["#c55"]
             _grouped_bars(ax, labels, series, colors=colors)
             ax.tick_params(axis="x", rotation=30)
@@ -176,8 +177,10 @@ def _suite_charts(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
             if not attrs:
                 plt.close(fig)
                 continue
-            series = {run: [e["attributes"].get(a, {}).get("flip_rate") for a in attrs]
-                      for run, e in entries.items()}  # fmt: skip
+            series = {
+                run: [e["attributes"].get(a, {}).get("flip_rate") for a in attrs]
+                for run, e in entries.items()
+            }
             _grouped_bars(ax, attrs, series)
             ax.set(ylabel="flip rate", title=f"{tname}: counterfactual flips · {who}")
             title = f"fairness {sname}/{tname}"
@@ -187,16 +190,20 @@ def _suite_charts(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
             for run, e in entries.items():
                 gaps = [e[k]["gap"] for k in keys]
                 series[run] = gaps
-                errs[run] = [[g - e[k]["ci_low"] for g, k in zip(gaps, keys)],
-                             [e[k]["ci_high"] - g for g, k in zip(gaps, keys)]]  # fmt: skip
+                errs[run] = [
+                    [g - e[k]["ci_low"] for g, k in zip(gaps, keys)],
+                    [e[k]["ci_high"] - g for g, k in zip(gaps, keys)],
+                ]
             _grouped_bars(ax, ["gender (F−M)", "race (AA−EA)"], series, errs)
             ax.axhline(0, color="#333", lw=0.8)
             ax.set(ylabel=f"Δ P({first['score_label']})", title=f"EEC gaps (95% CI) · {who}")
             title = f"eec {sname}/{tname}"
         elif kind == "crows_pairs":
             types = list(first["by_bias_type"])
-            series = {run: [e["by_bias_type"].get(t, {}).get("pct_stereotype") for t in types]
-                      for run, e in entries.items()}  # fmt: skip
+            series = {
+                run: [e["by_bias_type"].get(t, {}).get("pct_stereotype") for t in types]
+                for run, e in entries.items()
+            }
             _grouped_bars(ax, types, series)
             ax.tick_params(axis="x", rotation=45)
             ax.axhline(50, color="#c55", lw=1)
@@ -254,20 +261,49 @@ def build_report(run_dirs: list[str | Path], output: str | Path, overwrite: bool
     if out.exists() and not overwrite:
         raise RunDirError(f"{out} exists; pass --overwrite to replace it")
     runs = [_read_run(Path(d)) for d in run_dirs]
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>tunelab report</title>",
-             STYLE, SCRIPT, "</head><body>", "<h1>tunelab report</h1>"]  # fmt: skip
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>tunelab report</title>",
+        STYLE,
+        SCRIPT,
+        "</head><body>",
+        "<h1>tunelab report</h1>",
+    ]
     # summary
     rows = []
     for r in runs:
         i = r["info"]
         s = i.get("summary", {})
         p = i.get("parameters", {})
-        rows.append([r["name"], i.get("model", {}).get("name", ""), i.get("method", ""),
-                     i.get("status", ""), p.get("trainable_pct", ""), s.get("steps", ""),
-                     s.get("examples_per_s", ""), s.get("peak_rss_mb", ""),
-                     i.get("saved_model_mb", "")])  # fmt: skip
-    parts += ["<h2>Runs</h2>", _table(["run", "model", "method", "status", "trainable %", "steps",
-                                        "examples/s", "peak RSS MB", "saved MB"], rows)]  # fmt: skip
+        rows.append(
+            [
+                r["name"],
+                i.get("model", {}).get("name", ""),
+                i.get("method", ""),
+                i.get("status", ""),
+                p.get("trainable_pct", ""),
+                s.get("steps", ""),
+                s.get("examples_per_s", ""),
+                s.get("peak_rss_mb", ""),
+                i.get("saved_model_mb", ""),
+            ]
+        )
+    parts += [
+        "<h2>Runs</h2>",
+        _table(
+            [
+                "run",
+                "model",
+                "method",
+                "status",
+                "trainable %",
+                "steps",
+                "examples/s",
+                "peak RSS MB",
+                "saved MB",
+            ],
+            rows,
+        ),
+    ]
     # metrics side by side
     keys: list[str] = []
     for r in runs:
@@ -281,18 +317,25 @@ def build_report(run_dirs: list[str | Path], output: str | Path, overwrite: bool
             for r in runs:
                 before = (r["info"].get("summary", {}).get("before") or {}).get(k)
                 after = r["info"].get("final", {}).get("validation", {}).get(k)
-                row.append("—" if after is None else
-                           (f"{before:.4f} → {after:.4f}" if isinstance(before, float) else after))  # fmt: skip
+                row.append(
+                    "—"
+                    if after is None
+                    else (f"{before:.4f} → {after:.4f}" if isinstance(before, float) else after)
+                )
             rows.append(row)
-        parts += ["<h2>Validation metrics (before → after)</h2>",
-                  _table(["metric", *[r["name"] for r in runs]], rows)]  # fmt: skip
+        parts += [
+            "<h2>Validation metrics (before → after)</h2>",
+            _table(["metric", *[r["name"] for r in runs]], rows),
+        ]
     # curves and charts
     plots = _curves(runs) + _suite_charts(runs)
     if plots:
         parts.append("<h2>Plots</h2>")
         for title, uri in plots:
-            parts.append(f"<figure><img alt='{html.escape(title)}' src='{uri}'>"
-                         f"<figcaption>{html.escape(title)}</figcaption></figure>")  # fmt: skip
+            parts.append(
+                f"<figure><img alt='{html.escape(title)}' src='{uri}'>"
+                f"<figcaption>{html.escape(title)}</figcaption></figure>"
+            )
     # suite tables: one per suite task, a column per run
     for (sname, tname), entries in _suite_tasks(runs).items():
         measures: dict[str, dict[str, Any]] = {}
@@ -300,19 +343,28 @@ def build_report(run_dirs: list[str | Path], output: str | Path, overwrite: bool
             for label, value in _suite_measures(e):
                 measures.setdefault(label, {})[run] = value
         rows = [[label, *[v.get(run) for run in entries]] for label, v in measures.items()]
-        parts += [f"<h2>Suite {html.escape(sname)} · {html.escape(tname)}</h2>",
-                  _table(["measure", *entries], rows)]  # fmt: skip
+        parts += [
+            f"<h2>Suite {html.escape(sname)} · {html.escape(tname)}</h2>",
+            _table(["measure", *entries], rows),
+        ]
     # predictions
     for r in runs:
         if r["predictions"]:
-            cols = [c for c in ("text", "prompt", "label", "reference", "prediction")
-                    if c in r["predictions"][0]]  # fmt: skip
+            cols = [
+                c
+                for c in ("text", "prompt", "label", "reference", "prediction")
+                if c in r["predictions"][0]
+            ]
             rows = [[str(p.get(c, ""))[:300] for c in cols] for p in r["predictions"]]
-            parts += [f"<h2>Sample predictions · {html.escape(r['name'])}</h2>",
-                      _table(cols, rows, "pred")]  # fmt: skip
+            parts += [
+                f"<h2>Sample predictions · {html.escape(r['name'])}</h2>",
+                _table(cols, rows, "pred"),
+            ]
     for r in runs:
-        parts += [f"<h2>Config · {html.escape(r['name'])}</h2>",
-                  f"<pre>{html.escape(r['config'])}</pre>"]  # fmt: skip
+        parts += [
+            f"<h2>Config · {html.escape(r['name'])}</h2>",
+            f"<pre>{html.escape(r['config'])}</pre>",
+        ]
     parts.append("</body></html>")
     atomic_write_text(out, "\n".join(parts))
     return out

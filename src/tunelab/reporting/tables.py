@@ -93,10 +93,20 @@ def print_classification_eval(console, title: str, m: dict[str, Any], written: s
     cols = ("label", "precision", "recall", "f1", "support")
     t = _table(title, cols, ("label",))
     for name, pc in m["per_class"].items():
-        t.add_row(name, f"{pc['precision']:.4f}", f"{pc['recall']:.4f}", f"{pc['f1']:.4f}",
-                  str(pc["support"]))  # fmt: skip
-    t.add_row("macro", f"{m['precision_macro']:.4f}", f"{m['recall_macro']:.4f}",
-              f"{m['f1_macro']:.4f}", str(m["n"]))  # fmt: skip
+        t.add_row(
+            name,
+            f"{pc['precision']:.4f}",
+            f"{pc['recall']:.4f}",
+            f"{pc['f1']:.4f}",
+            str(pc["support"]),
+        )
+    t.add_row(
+        "macro",
+        f"{m['precision_macro']:.4f}",
+        f"{m['recall_macro']:.4f}",
+        f"{m['f1_macro']:.4f}",
+        str(m["n"]),
+    )
     console.print(t)
     console.print(f"accuracy {m['accuracy']:.4f} · written to {written}")
 
@@ -114,8 +124,12 @@ def print_human(console, rep: dict[str, Any]) -> None:
         else:
             res = "no ratings"
         alpha, kappa = e.get("krippendorff_alpha"), e.get("cohen_kappa")
-        t.add_row(name, res, "—" if alpha is None else f"{alpha:.3f}",
-                  "—" if kappa is None else f"{kappa:.3f}")  # fmt: skip
+        t.add_row(
+            name,
+            res,
+            "—" if alpha is None else f"{alpha:.3f}",
+            "—" if kappa is None else f"{kappa:.3f}",
+        )
     console.print(t)
 
 
@@ -126,9 +140,16 @@ def print_compare(console, rows: list[dict[str, Any]], columns: tuple[str, ...])
         if "error" in r:
             t.add_row(r["method"], f"failed: {r['error']}", *[""] * (len(columns) - 2))
             continue
-        t.add_row(r["method"], f"{r['lr']:g}", f"{r['metric']:.4f}", f"{r['trainable_pct']:.3f}",
-                  f"{r['train_seconds']:.1f}", f"{r['examples_per_s']:.1f}",
-                  f"{r['peak_rss_mb']:.0f}", f"{r['saved_mb']:.2f}")  # fmt: skip
+        t.add_row(
+            r["method"],
+            f"{r['lr']:g}",
+            f"{r['metric']:.4f}",
+            f"{r['trainable_pct']:.3f}",
+            f"{r['train_seconds']:.1f}",
+            f"{r['examples_per_s']:.1f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['saved_mb']:.2f}",
+        )
     console.print(t)
 
 
@@ -137,9 +158,13 @@ def print_models(console, models: list[dict[str, Any]]) -> None:
     cols = ("name", "kind", "installed", "converted cache", "description / install")
     t = _table("embedded models", cols, cols)
     for m in models:
-        t.add_row(m["name"], m["kind"], "yes" if m["installed"] else "no",
-                  "yes" if m["cached"] else "-",
-                  m["description"] if m["installed"] else m["install"])  # fmt: skip
+        t.add_row(
+            m["name"],
+            m["kind"],
+            "yes" if m["installed"] else "no",
+            "yes" if m["cached"] else "-",
+            m["description"] if m["installed"] else m["install"],
+        )
     console.print(t)
 
 
@@ -160,9 +185,13 @@ def print_suite(console, results: dict[str, Any]) -> None:
         if rb.get("worst_case") is not None:
             rows.append(("worst case", rb["worst_case"]))
         for i, (cond, v) in enumerate(rows):
-            t.add_row(name if i == 0 else "", e["metric"] if i == 0 else "",
-                      str(e["n"]) if i == 0 else "", cond,
-                      "—" if v is None else f"{v:.4f}")  # fmt: skip
+            t.add_row(
+                name if i == 0 else "",
+                e["metric"] if i == 0 else "",
+                str(e["n"]) if i == 0 else "",
+                cond,
+                "—" if v is None else f"{v:.4f}",
+            )
     if len(fair) < len(results["tasks"]):
         console.print(t)
     if fair:
@@ -189,5 +218,3 @@ def _fair_rows(e: dict[str, Any]):
             if v["n"]:
                 yield f"{attr}: flip rate", f"{v['flip_rate']:.4f}", f"n={v['n']}"
                 yield f"{attr}: mean Δp({e['score_label']})", f"{v['mean_score_change']:+.4f}", ""
-
-

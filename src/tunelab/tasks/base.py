@@ -64,13 +64,21 @@ class Task(ABC):
 
     # -- data ----------------------------------------------------------------------------------
     @abstractmethod
-    def load_split(self, spec: str, name: str, *, hub_split: str = "train",
-                   on_error: str = "strict", require_labels: bool = True) -> Split:  # fmt: skip
+    def load_split(
+        self,
+        spec: str,
+        name: str,
+        *,
+        hub_split: str = "train",
+        on_error: str = "strict",
+        require_labels: bool = True,
+    ) -> Split:
         """Read a data file (or hub dataset) and tokenize it."""
 
     @abstractmethod
-    def table_to_split(self, table, name: str, *, require_labels: bool = True,
-                       on_error: str = "strict") -> Split:  # fmt: skip
+    def table_to_split(
+        self, table, name: str, *, require_labels: bool = True, on_error: str = "strict"
+    ) -> Split:
         """Tokenize rows already read."""
 
     def splits(self, cfg, train_table=None) -> dict[str, Split]:
@@ -84,8 +92,15 @@ class Task(ABC):
 
         return pad_collate(features, self.pad_id)
 
-    def make_sampler(self, split: Split, batch_size: int, seed: int, world_size: int, rank: int,
-                     total_batches: int | None = None):  # fmt: skip
+    def make_sampler(
+        self,
+        split: Split,
+        batch_size: int,
+        seed: int,
+        world_size: int,
+        rank: int,
+        total_batches: int | None = None,
+    ):
         """A task-specific training sampler (a mixture's), or None for the loop's default."""
         return None
 
@@ -105,8 +120,14 @@ class Task(ABC):
         raise ConfigError(f"curriculum.by=loss: a {self.kind} task has no per-example loss")
 
     # -- use ---------------------------------------------------------------------------------------
-    def predict_texts(self, model, texts: list[str], pairs: list[str] | None = None,
-                      batch_size: int = 64, accelerator=None) -> list[list[float]]:  # fmt: skip
+    def predict_texts(
+        self,
+        model,
+        texts: list[str],
+        pairs: list[str] | None = None,
+        batch_size: int = 64,
+        accelerator=None,
+    ) -> list[list[float]]:
         """Class probabilities of texts (classification tasks)."""
         raise ConfigError(f"a {self.kind} run does not classify texts: use `tunelab generate`")
 
@@ -114,7 +135,8 @@ class Task(ABC):
         """Token ids of a prompt as the model sees it (generation tasks)."""
         raise ConfigError(f"a {self.kind} run does not generate text")
 
-    def generate_for(self, model, prompts: list[list[int]], batch_size: int, accelerator,
-                     **over: Any) -> list[str]:  # fmt: skip
+    def generate_for(
+        self, model, prompts: list[list[int]], batch_size: int, accelerator, **over: Any
+    ) -> list[str]:
         """Continuations of tokenized prompts (generation tasks)."""
         raise ConfigError(f"a {self.kind} run does not generate text")

@@ -221,8 +221,14 @@ class ClassificationTask(Task):
         ]
         return Split("predict", feats, records)
 
-    def predict_texts(self, model, texts: list[str], pairs: list[str] | None = None,
-                      batch_size: int = 64, accelerator=None) -> list[list[float]]:  # fmt: skip
+    def predict_texts(
+        self,
+        model,
+        texts: list[str],
+        pairs: list[str] | None = None,
+        batch_size: int = 64,
+        accelerator=None,
+    ) -> list[list[float]]:
         """Class probabilities of texts (the one texts → split → score path)."""
         return self.predict_proba(model, self.texts_split(texts, pairs), batch_size, accelerator)
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunelab.config import TaskConfig
+from tunelab.data.lm_batches import IGNORE, pack_rows, packed_batch, padded_batch
 from tunelab.data.sources import RowProblems, Table, is_missing, read_table
 from tunelab.data.templates import get_path, render
 from tunelab.errors import ConfigError, DataError, ModelError
 from tunelab.tasks.base import Split, Task
 
-IGNORE = -100
 #: prompt tokens kept at the end of a truncated prompt (chat markers, the question)
 PROMPT_TAIL = 32
 
@@ -101,13 +101,20 @@ class GenerationTask(Task):
         seq2seq = _config_is_seq2seq(resolve_model(cfg.model.name, cfg.model.revision), cfg)
         if settings["packing"] and seq2seq:
             raise ConfigError("task.packing applies to causal LMs; this model is seq2seq")
-        return cls(settings, cfg.model.max_length, tokenizer, cfg.training.seed,
-                   cfg.data.labels, seq2seq)  # fmt: skip
+        return cls(
+            settings, cfg.model.max_length, tokenizer, cfg.training.seed, cfg.data.labels, seq2seq
+        )
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any], tokenizer) -> GenerationTask:
-        return cls(meta["settings"], meta["max_length"], tokenizer, meta["seed"],
-                   meta.get("labels"), meta.get("seq2seq", False))  # fmt: skip
+        return cls(
+            meta["settings"],
+            meta["max_length"],
+            tokenizer,
+            meta["seed"],
+            meta.get("labels"),
+            meta.get("seq2seq", False),
+        )
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -234,13 +241,21 @@ class GenerationTask(Task):
         return p[: room - PROMPT_TAIL] + p[-PROMPT_TAIL:], r
 
     # -- data ----------------------------------------------------------------------------
-    def load_split(self, spec: str, name: str, *, hub_split: str = "train",
-                   on_error: str = "strict", require_labels: bool = True) -> Split:  # fmt: skip
+    def load_split(
+        self,
+        spec: str,
+        name: str,
+        *,
+        hub_split: str = "train",
+        on_error: str = "strict",
+        require_labels: bool = True,
+    ) -> Split:
         table = read_table(spec, split=hub_split, on_error=on_error, defer=True)
         return self.table_to_split(table, name, require_labels=require_labels, on_error=on_error)
 
-    def table_to_split(self, table: Table, name: str, *, require_labels: bool = True,
-                       on_error: str = "strict") -> Split:  # fmt: skip
+    def table_to_split(
+        self, table: Table, name: str, *, require_labels: bool = True, on_error: str = "strict"
+    ) -> Split:
         if self.s["format"] == "text":
             return self._text_split(table, name, on_error)
         problems = RowProblems(table.source, on_error)
@@ -330,77 +345,27 @@ class GenerationTask(Task):
             raise DataError(f"{table.source}: no text for split {name!r}; the split is empty")
         share = [n / len(stream) for n in scored]
         records = [
-            {"row": i, "prompt": "", "reference": None,
-             "response_words": words * s, "response_bytes": nbytes * s}
+            {
+                "row": i,
+                "prompt": "",
+                "reference": None,
+                "response_words": words * s,
+                "response_bytes": nbytes * s,
+            }
             for i, s in enumerate(share)
-        ]  # fmt: skip
+        ]
         return Split(name, features, records, skipped)
 
     # -- batches -----------------------------------------------------------------------------
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
+        pad = self.pad_id if self.pad_id is not None else 0
         if self.s["packing"] and not self.seq2seq:
-            rows = self.pack_layout(features)
-            width = max(sum(len(features[i]["input_ids"]) for i in row) for row in rows)
-            pad = self.pad_id if self.pad_id is not None else 0
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            pos = torch.zeros((len(rows), width), dtype=torch.long)
-            labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-            example = torch.full((len(rows), width), -1, dtype=torch.long)
-            for r, row in enumerate(rows):
-                at = 0
-                for i in row:
-                    f = features[i]
-                    n = len(f["input_ids"])
-                    ids[r, at : at + n] = torch.tensor(f["input_ids"])
-                    pos[r, at : at + n] = torch.arange(n)
-                    # the first token of an example is never predicted from the previous one
-                    labels[r, at + 1 : at + n] = torch.tensor(f["labels"][1:n])
-                    example[r, at : at + n] = i
-                    at += n
-                # the row's padding restarts its positions: a sequence of its own that no
-                # example attends to, with no labels
-                pos[r, at:] = torch.arange(width - at)
-            return {"input_ids": ids, "position_ids": pos, "labels": labels, "example": example}
-        return self._pad(features)
+            return packed_batch(features, self.pack_layout(features), pad)
+        return padded_batch(features, pad)
 
     def pack_layout(self, features: list[dict[str, Any]]) -> list[list[int]]:
-        """Packing: the examples of a batch as rows of feature indices, first-fit decreasing
-        into rows of at most ``model.max_length`` tokens. Rows, not one long row: attention
-        costs the square of a row's length, so one row of a whole batch of long examples
-        would cost more than padding them."""
-        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
-        rows: list[list[int]] = []
-        room: list[int] = []
-        for i in order:
-            n = len(features[i]["input_ids"])
-            for r, free in enumerate(room):
-                if n <= free:
-                    rows[r].append(i)
-                    room[r] -= n
-                    break
-            else:
-                rows.append([i])
-                room.append(self.max_length - n)
-        return rows
-
-    def _pad(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        """One right-padded row per example."""
-        import torch
-
-        width = max(len(f["input_ids"]) for f in features)
-        pad = self.pad_id if self.pad_id is not None else 0
-        ids = torch.full((len(features), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        lwidth = max(len(f["labels"]) for f in features)
-        labels = torch.full((len(features), lwidth), IGNORE, dtype=torch.long)
-        for i, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[i, :n] = torch.tensor(f["input_ids"])
-            mask[i, :n] = 1
-            labels[i, : len(f["labels"])] = torch.tensor(f["labels"])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        """The batch's examples as packed rows of feature indices (see :func:`pack_rows`)."""
+        return pack_rows([len(f["input_ids"]) for f in features], self.max_length)
 
     # -- loss ------------------------------------------------------------------------------------
     def token_nll(self, model, batch: dict[str, Any]):
@@ -442,8 +407,9 @@ class GenerationTask(Task):
         # no cache: transformers then reads packed rows' positions as block-diagonal attention
         logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits.float()  # [B, K, V]
         tgt = target[:, keep]
-        nll = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none",
-                              ignore_index=IGNORE)  # fmt: skip
+        nll = F.cross_entropy(
+            logits.flatten(0, 1), tgt.flatten(), reduction="none", ignore_index=IGNORE
+        )
         return nll, tgt.flatten(), lambda x: x[:, 1:][:, keep].flatten()
 
     def loss(self, model, batch: dict[str, Any]):
@@ -460,7 +426,7 @@ class GenerationTask(Task):
         out = [0.0] * len(split)
         with torch.inference_mode():
             for idx in eval_batches(split.lengths, batch_size):
-                batch = self._pad([split.features[i] for i in idx])
+                batch = padded_batch([split.features[i] for i in idx], self.pad_id or 0)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 rows = torch.arange(len(idx), device=accelerator.device)
                 with accelerator.autocast():
@@ -490,8 +456,9 @@ class GenerationTask(Task):
         model.eval()
         nll_sum, tokens = 0.0, 0
         with torch.inference_mode():
-            for local in eval_batches(sub_lengths, batch_size, accelerator.process_index,
-                                      accelerator.num_processes):  # fmt: skip
+            for local in eval_batches(
+                sub_lengths, batch_size, accelerator.process_index, accelerator.num_processes
+            ):
                 feats = [split.features[idx_all[i]] for i in local]
                 batch = {k: v.to(accelerator.device) for k, v in self.collate(feats).items()}
                 with accelerator.autocast():
@@ -524,21 +491,33 @@ class GenerationTask(Task):
             refs = [r["reference"] for r in recs]
             metrics.update(score(gen_metrics, preds, refs))
             rows = [
-                {"row": r["row"], "prompt": r["prompt"], "reference": r["reference"],
-                 "prediction": p}
+                {
+                    "row": r["row"],
+                    "prompt": r["prompt"],
+                    "reference": r["reference"],
+                    "prediction": p,
+                }
                 for r, p in zip(recs, preds)
-            ]  # fmt: skip
+            ]
         chosen = metrics.pop("choice_predictions", None)
         if chosen is not None:
             if not rows:
-                rows = [{"row": r["row"], "prompt": r["prompt"], "reference": r["reference"],
-                         "prediction": c} for r, c in zip(recs, chosen)]  # fmt: skip
+                rows = [
+                    {
+                        "row": r["row"],
+                        "prompt": r["prompt"],
+                        "reference": r["reference"],
+                        "prediction": c,
+                    }
+                    for r, c in zip(recs, chosen)
+                ]
             for row, c in zip(rows, chosen):
                 row["choice"] = c
         return metrics, rows
 
-    def _choice_eval(self, model, split: Split, idx_all: list[int], batch_size: int,
-                     accelerator) -> dict[str, Any]:  # fmt: skip
+    def _choice_eval(
+        self, model, split: Split, idx_all: list[int], batch_size: int, accelerator
+    ) -> dict[str, Any]:
         """Log-likelihood multiple choice: acc, acc_norm and each row's choice."""
         from tunelab.evaluation.choice import choice_loglikelihoods, choice_metrics, gold_index
 
@@ -557,17 +536,24 @@ class GenerationTask(Task):
             out = self.response_ids(text)
             return out[:-1] if out and out[-1] == eos and len(out) > 1 else out
 
-        prompts = [split.features[i]["input_ids"][: split.features[i]["prompt_len"]]
-                   for i in idx_all]  # fmt: skip
+        prompts = [
+            split.features[i]["input_ids"][: split.features[i]["prompt_len"]] for i in idx_all
+        ]
         scores = choice_loglikelihoods(
-            model, prompts, [[ids(o) for o in opts] for opts in options],
-            self.pad_id if self.pad_id is not None else 0, batch_size, accelerator.device,
-            self.seq2seq, accelerator.autocast,
-        )  # fmt: skip
+            model,
+            prompts,
+            [[ids(o) for o in opts] for opts in options],
+            self.pad_id if self.pad_id is not None else 0,
+            batch_size,
+            accelerator.device,
+            self.seq2seq,
+            accelerator.autocast,
+        )
         model.train(False)
         out = choice_metrics(scores, options, gold)
-        out["choice_predictions"] = [opts[max(range(len(s)), key=s.__getitem__)]
-                                     for s, opts in zip(scores, options)]  # fmt: skip
+        out["choice_predictions"] = [
+            opts[max(range(len(s)), key=s.__getitem__)] for s, opts in zip(scores, options)
+        ]
         return out
 
     def generation_kwargs(self, **over) -> dict[str, Any]:
@@ -581,13 +567,21 @@ class GenerationTask(Task):
             kw.update(temperature=s["temperature"], top_p=s["top_p"])
         return kw
 
-    def generate_for(self, model, prompts: list[list[int]], batch_size: int, accelerator,
-                     **over) -> list[str]:  # fmt: skip
+    def generate_for(
+        self, model, prompts: list[list[int]], batch_size: int, accelerator, **over
+    ) -> list[str]:
         """Generated text for each prompt (token ids), in order, on every process."""
         from tunelab.models.generate import generate_ids
 
-        return generate_ids(model, self.tokenizer, prompts, batch_size, accelerator,
-                            seq2seq=self.seq2seq, **self.generation_kwargs(**over))  # fmt: skip
+        return generate_ids(
+            model,
+            self.tokenizer,
+            prompts,
+            batch_size,
+            accelerator,
+            seq2seq=self.seq2seq,
+            **self.generation_kwargs(**over),
+        )
 
 
 def _config_is_seq2seq(resolved, cfg) -> bool:

@@ -166,17 +166,34 @@ class MixtureTask(Task):
             weights = {n: self.specs[n]["weight"] for n in self.names}
         return mixture_rates(sizes, m["strategy"], m["cap"], m["temperature"], weights)
 
-    def make_sampler(self, split: MixedSplit, batch_size: int, seed: int, world_size: int,
-                     rank: int, total_batches: int | None = None):  # fmt: skip
+    def make_sampler(
+        self,
+        split: MixedSplit,
+        batch_size: int,
+        seed: int,
+        world_size: int,
+        rank: int,
+        total_batches: int | None = None,
+    ):
         from tunelab.data.mixture import MixtureSampler
 
         sizes = {n: b - a for n, (a, b) in split.parts.items()}
         offsets = {n: a for n, (a, _) in split.parts.items()}
-        schedule = [(round(ph["until"] * (total_batches or 0)), self.rates(split, ph))
-                    for ph in self.mixture.get("phases") or []]  # fmt: skip
-        return MixtureSampler(sizes, batch_size, self.rates(split), seed=seed,
-                              homogeneous=self.mixture["per"] == "batch", world_size=world_size,
-                              rank=rank, offsets=offsets, schedule=schedule)  # fmt: skip
+        schedule = [
+            (round(ph["until"] * (total_batches or 0)), self.rates(split, ph))
+            for ph in self.mixture.get("phases") or []
+        ]
+        return MixtureSampler(
+            sizes,
+            batch_size,
+            self.rates(split),
+            seed=seed,
+            homogeneous=self.mixture["per"] == "batch",
+            world_size=world_size,
+            rank=rank,
+            offsets=offsets,
+            schedule=schedule,
+        )
 
     # -- batches and loss ----------------------------------------------------------------
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:

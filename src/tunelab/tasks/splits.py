@@ -59,5 +59,7 @@ def single_task_splits(cfg, task, train_table=None) -> dict[str, Any]:
     splits["train"].augmented = augmented
     splits["validation"] = val
     if d.test:
-        splits["test"] = task.load_split(d.test, "test", hub_split=d.test_split, on_error=d.on_error)
+        splits["test"] = task.load_split(
+            d.test, "test", hub_split=d.test_split, on_error=d.on_error
+        )
     return splits

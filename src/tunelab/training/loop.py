@@ -185,12 +185,25 @@ class Trainer:
                 self.model.train()
             if difficulty is None or len(difficulty) != len(split):
                 raise TunelabError(f"curriculum.by={cur.by}: no difficulty for every example")
-            return CurriculumSampler(difficulty, tc.batch_size, total_batches, pacing=cur.pacing,
-                                     start=cur.start, full_at=cur.full_at, seed=tc.seed,
-                                     world_size=acc.num_processes, rank=acc.process_index)  # fmt: skip
-        return BatchSampler(split.lengths, tc.batch_size, seed=tc.seed,
-                            group_by_length=tc.group_by_length, world_size=acc.num_processes,
-                            rank=acc.process_index)  # fmt: skip
+            return CurriculumSampler(
+                difficulty,
+                tc.batch_size,
+                total_batches,
+                pacing=cur.pacing,
+                start=cur.start,
+                full_at=cur.full_at,
+                seed=tc.seed,
+                world_size=acc.num_processes,
+                rank=acc.process_index,
+            )
+        return BatchSampler(
+            split.lengths,
+            tc.batch_size,
+            seed=tc.seed,
+            group_by_length=tc.group_by_length,
+            world_size=acc.num_processes,
+            rank=acc.process_index,
+        )
 
     # -- logging -------------------------------------------------------------------------
     def log(self, row: dict[str, Any]) -> None:
@@ -477,8 +490,15 @@ class Trainer:
         """A non-finite loss or gradient: the step is skipped, and too many in a row stop."""
         self.state.bad_steps += 1
         self.state.skipped_steps += 1
-        self.log({"type": "skip", "step": self.state.step, "loss": loss, "grad_norm": grad_norm,
-                  "reason": "non-finite loss or gradient"})  # fmt: skip
+        self.log(
+            {
+                "type": "skip",
+                "step": self.state.step,
+                "loss": loss,
+                "grad_norm": grad_norm,
+                "reason": "non-finite loss or gradient",
+            }
+        )
         self.say(f"[yellow]step {self.state.step}: non-finite loss/gradient, step skipped")
         if self.state.bad_steps >= self.tc.max_bad_steps:
             self.save_checkpoint()

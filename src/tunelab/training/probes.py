@@ -129,8 +129,9 @@ def probes_before(probes: dict, trainer, run_dir: Path, resume, save_predictions
     if not probes:
         return None
     if resume is None:
-        return cached_probe_scores(probes, trainer.model, trainer.eval_bs, trainer.acc, run_dir,
-                                   save_predictions, console)  # fmt: skip
+        return cached_probe_scores(
+            probes, trainer.model, trainer.eval_bs, trainer.acc, run_dir, save_predictions, console
+        )
     saved = {n: rundir.read_eval(run_dir, f"probe-{n}_before") for n in probes}
     return {n: scalar_metrics(m) for n, m in saved.items() if m is not None}
 

@@ -183,8 +183,13 @@ def combine_adapters(
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
 
     first = next(iter(opened.values()))
-    dir0, cfg, info, resolved, task = (first.run_dir, first.config, first.info, first.resolved,
-                                       first.task)  # fmt: skip
+    dir0, cfg, info, resolved, task = (
+        first.run_dir,
+        first.config,
+        first.info,
+        first.resolved,
+        first.task,
+    )
     heads: dict[str, torch.Tensor] = {}
     total = sum(weights.values())
     model = None

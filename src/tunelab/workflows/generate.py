@@ -50,8 +50,9 @@ def load_generation_target(
                 f"{run.run_dir} is a {run.task.kind} run; generate needs a generation run "
                 "(or a model name)"
             )
-        return GenerationTarget(run.run_dir.name, run.config, run.task, run.model,
-                                run.accelerator, run)  # fmt: skip
+        return GenerationTarget(
+            run.run_dir.name, run.config, run.task, run.model, run.accelerator, run
+        )
     name = str(target)
     cfg = load_config(
         {
@@ -86,8 +87,10 @@ def generate(
     temperature, top_p)."""
     if not prompts:
         raise DataError("nothing to generate from: give at least one prompt")
-    t = target if isinstance(target, GenerationTarget) else load_generation_target(
-        target, trust_remote_code
+    t = (
+        target
+        if isinstance(target, GenerationTarget)
+        else load_generation_target(target, trust_remote_code)
     )
     ids = [t.task.prompt_ids(p) for p in prompts]
     return t.task.generate_for(t.model, ids, batch_size, t.accelerator, **generation)
@@ -123,8 +126,9 @@ class Chat:
         use_chat = getattr(task, "use_chat", False)
         prompt = self.history if use_chat else "\n".join(m["content"] for m in self.history)
         ids = task.prompt_ids(prompt)
-        answer = task.generate_for(self.target.model, [ids], 1, self.target.accelerator,
-                                   **self.generation)[0]  # fmt: skip
+        answer = task.generate_for(
+            self.target.model, [ids], 1, self.target.accelerator, **self.generation
+        )[0]
         self.history.append({"role": "assistant", "content": answer})
         return answer
 

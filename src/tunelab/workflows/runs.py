@@ -121,7 +121,9 @@ def evaluate_to_file(
             raise DataError("this run has no test data (data.test); pass --file instead")
         data = load_splits(cfg, task)[split]
         name = split
-    metrics, rows = task.evaluate(run.model, data, eval_batch_size(cfg, batch_size), run.accelerator)
+    metrics, rows = task.evaluate(
+        run.model, data, eval_batch_size(cfg, batch_size), run.accelerator
+    )
     path = rundir.eval_path(run.run_dir, name)
     if run.accelerator.is_main_process:
         rundir.write_eval(run.run_dir, name, metrics, rows, True)

@@ -122,8 +122,7 @@ def _final_scores(trainer, task, splits, run_dir: Path, save_predictions: bool) 
         if name == "validation" and last is not None and last[0] == trainer.weights_step:
             metrics, rows = last[1], last[2]
         else:
-            metrics, rows = task.evaluate(trainer.model, splits[name], trainer.eval_bs,
-                                          trainer.acc)  # fmt: skip
+            metrics, rows = task.evaluate(trainer.model, splits[name], trainer.eval_bs, trainer.acc)
         results[name] = metrics
         if trainer.acc.is_main_process:
             rundir.write_eval(run_dir, name, metrics, rows, save_predictions)
@@ -174,15 +173,27 @@ def train_single(cfg: RunConfig) -> RunResult:
             rundir.truncate_logs(run_dir, resume["state"]["step"])
         rundir.write_config(run_dir, cfg.to_dict())
         rundir.write_info(run_dir, run_info)
-    trainer = Trainer(cfg, accelerator, model, method, task, splits["train"], splits["validation"],
-                      run_dir, console, fingerprint, difficulty)  # fmt: skip
+    trainer = Trainer(
+        cfg,
+        accelerator,
+        model,
+        method,
+        task,
+        splits["train"],
+        splits["validation"],
+        run_dir,
+        console,
+        fingerprint,
+        difficulty,
+    )
     save_preds = cfg.output.save_predictions
     before_probes = probes_before(probes, trainer, run_dir, resume, save_preds, console)
     before_test = None
     if resume is None and cfg.training.eval_before and "test" in splits:
         # the test split scored before training too: a before/after on held-out or general data
-        before_test, rows = task.evaluate(trainer.model, splits["test"], trainer.eval_bs,
-                                          accelerator)  # fmt: skip
+        before_test, rows = task.evaluate(
+            trainer.model, splits["test"], trainer.eval_bs, accelerator
+        )
         if accelerator.is_main_process:
             rundir.write_eval(run_dir, "test_before", before_test, rows, save_preds)
     t0 = time.perf_counter()
@@ -192,8 +203,9 @@ def train_single(cfg: RunConfig) -> RunResult:
     summary["wall_seconds"] = time.perf_counter() - t0
     results = _final_scores(trainer, task, splits, run_dir, save_preds)
     if probes:
-        after = score_probes(probes, trainer.model, trainer.eval_bs, accelerator, run_dir,
-                             "after", save_preds)  # fmt: skip
+        after = score_probes(
+            probes, trainer.model, trainer.eval_bs, accelerator, run_dir, "after", save_preds
+        )
         summary["probes"] = probe_deltas(before_probes or {}, after)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -210,5 +222,6 @@ def train_single(cfg: RunConfig) -> RunResult:
     accelerator.wait_for_everyone()
     if console:
         print_result(console, summary, results)
-    return RunResult(run_dir, results["validation"], summary.get("before"), summary,
-                     results.get("test"), params)  # fmt: skip
+    return RunResult(
+        run_dir, results["validation"], summary.get("before"), summary, results.get("test"), params
+    )

@@ -131,8 +131,11 @@ def _task_for(target: Target, st: SuiteTask, suite: Suite):
         import copy
 
         task = copy.copy(target.task)
-        for key, attr in (("text", "text_column"), ("text_pair", "text_pair_column"),
-                          ("label", "label_column")):  # fmt: skip
+        for key, attr in (
+            ("text", "text_column"),
+            ("text_pair", "text_pair_column"),
+            ("label", "label_column"),
+        ):
             if key in st.columns:
                 setattr(task, attr, st.columns[key])
         if suite.max_length:
@@ -182,10 +185,12 @@ def example_scores(task, rows: list[dict[str, Any]]) -> dict[int, float] | None:
         }
     if "squad" in metrics:
         return {
-            r["row"]: max(token_f1(r["prediction"], x) for x in
-                          (r["reference"] if isinstance(r["reference"], list) else [r["reference"]]))
+            r["row"]: max(
+                token_f1(r["prediction"], x)
+                for x in (r["reference"] if isinstance(r["reference"], list) else [r["reference"]])
+            )
             for r in rows
-        }  # fmt: skip
+        }
     if "exact_match" in metrics:
         return {
             r["row"]: float(r["prediction"].strip() == str(r["reference"]).strip()) for r in rows
@@ -241,8 +246,9 @@ def run_suite_to_file(
             raise DataError(f"suite task {st.name!r}: data file not found: {src}")
         table = read_table(src, split=st.split, on_error="skip", defer=False)
         if st.max_examples and len(table) > st.max_examples:
-            idx = sorted(random.Random(f"{suite.seed}:{st.name}").sample(range(len(table)),
-                                                                           st.max_examples))  # fmt: skip
+            idx = sorted(
+                random.Random(f"{suite.seed}:{st.name}").sample(range(len(table)), st.max_examples)
+            )
             table = table.subset(idx, table.skipped)
         say(f"{st.name} ({st.kind}, {len(table)} rows)")
         if st.kind != "task":
@@ -252,8 +258,12 @@ def run_suite_to_file(
         split = task.table_to_split(table, st.name, on_error="skip")
         metrics, rows = task.evaluate(t.model, split, bs, t.accelerator)
         key = main_metric(task)
-        entry: dict[str, Any] = {"metric": key, "clean": metrics, "n": len(split),
-                                 "skipped_rows": len(split.skipped)}  # fmt: skip
+        entry: dict[str, Any] = {
+            "metric": key,
+            "clean": metrics,
+            "n": len(split),
+            "skipped_rows": len(split.skipped),
+        }
         _save_rows(out_dir, f"suite-{suite.name}-{st.name}", rows)
         columns = input_columns(task)  # the inputs, never the references
         if rob.perturbations and st.robustness and columns:
@@ -261,8 +271,11 @@ def run_suite_to_file(
             worst = example_scores(task, rows)
             for kind in rob.perturbations:
                 say(f"{st.name} under {kind}")
-                noisy = task.table_to_split(_perturbed(table, columns, kind, rob.strength, rob.seed),
-                                            f"{st.name}-{kind}", on_error="skip")  # fmt: skip
+                noisy = task.table_to_split(
+                    _perturbed(table, columns, kind, rob.strength, rob.seed),
+                    f"{st.name}-{kind}",
+                    on_error="skip",
+                )
                 m, prow = task.evaluate(t.model, noisy, bs, t.accelerator)
                 per[kind] = m.get(key)
                 _save_rows(out_dir, f"suite-{suite.name}-{st.name}-{kind}", prow)
@@ -292,8 +305,9 @@ def _fairness(t: Target, st: SuiteTask, table, bs: int, seed: int) -> dict[str, 
     if st.kind == "crows_pairs":
         if t.kind == "classification":
             raise ConfigError(f"suite task {st.name!r}: crows_pairs scores language models")
-        rep = fairness.crows_pairs_report(t.model, t.tokenizer, table.rows, bs, t.accelerator,
-                                          getattr(t.task, "seq2seq", False))  # fmt: skip
+        rep = fairness.crows_pairs_report(
+            t.model, t.tokenizer, table.rows, bs, t.accelerator, getattr(t.task, "seq2seq", False)
+        )
         return {"kind": st.kind, "metric": "pct_stereotype", **rep}
     if t.kind != "classification":
         raise ConfigError(
@@ -301,8 +315,9 @@ def _fairness(t: Target, st: SuiteTask, table, bs: int, seed: int) -> dict[str, 
             "target must be a finished classification run"
         )
     if st.kind == "eec":
-        rep = fairness.eec_report(t.task, t.model, table.rows, bs, t.accelerator,
-                                  st.score_label, seed)  # fmt: skip
+        rep = fairness.eec_report(
+            t.task, t.model, table.rows, bs, t.accelerator, st.score_label, seed
+        )
         return {"kind": st.kind, "metric": "gap", **rep}
     column = st.columns.get("text", t.task.text_column)
     if column not in table.columns:
@@ -311,8 +326,9 @@ def _fairness(t: Target, st: SuiteTask, table, bs: int, seed: int) -> dict[str, 
             f"{', '.join(table.columns)}"
         )
     texts = [r[column] for r in table.rows if isinstance(r.get(column), str)]
-    rep = fairness.counterfactual_report(t.task, t.model, texts, st.attributes, bs,
-                                         t.accelerator, st.score_label)  # fmt: skip
+    rep = fairness.counterfactual_report(
+        t.task, t.model, texts, st.attributes, bs, t.accelerator, st.score_label
+    )
     return {"kind": st.kind, "metric": "flip_rate", **rep}
 
 
@@ -320,7 +336,9 @@ def _save_rows(out_dir: Path, name: str, rows: list[dict[str, Any]]) -> None:
     """A run's suite predictions go to its ``predictions/``; elsewhere next to the results."""
     if rows:
         in_run = out_dir.name == rundir.EVAL and rundir.is_run_dir(out_dir.parent)
-        path = rundir.predictions_path(out_dir.parent, name) if in_run else out_dir / f"{name}.jsonl"
+        path = (
+            rundir.predictions_path(out_dir.parent, name) if in_run else out_dir / f"{name}.jsonl"
+        )
         atomic_write_jsonl(path, rows)
 
 

@@ -95,8 +95,15 @@ def train_stages(cfg: RunConfig) -> RunResult:
                 sub.resume = "auto"
             result = train_config(sub)
             run_dir, metrics = result.run_dir, scalar_metrics(result.metrics)
-        stages.append({"stage": stage.name, "run_dir": str(run_dir), "start_from": start_from,
-                       "method": sub.method, "validation": metrics})  # fmt: skip
+        stages.append(
+            {
+                "stage": stage.name,
+                "run_dir": str(run_dir),
+                "start_from": start_from,
+                "method": sub.method,
+                "validation": metrics,
+            }
+        )
         if i > 1:  # forgetting: this stage's model on every earlier stage's validation data
             kept = _old_stage(root, i - 1).get("earlier_stages") if cfg.resume else None
             stages[-1]["earlier_stages"] = kept or earlier_stage_retention(stages)
