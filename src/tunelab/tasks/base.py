@@ -63,7 +63,6 @@ class Task(ABC):
         """Names of the newly initialised head modules (trained by every method)."""
 
     # -- data ----------------------------------------------------------------------------------
-    @abstractmethod
     def load_split(
         self,
         spec: str,
@@ -74,6 +73,10 @@ class Task(ABC):
         require_labels: bool = True,
     ) -> Split:
         """Read a data file (or hub dataset) and tokenize it."""
+        from tunelab.data.sources import read_table
+
+        table = read_table(spec, split=hub_split, on_error=on_error, defer=True)
+        return self.table_to_split(table, name, require_labels=require_labels, on_error=on_error)
 
     @abstractmethod
     def table_to_split(

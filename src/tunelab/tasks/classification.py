@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunelab.data.sources import RowProblems, Table, check_columns, is_missing, read_table
+from tunelab.data.sources import RowProblems, Table, check_columns, is_missing
 from tunelab.errors import DataError
 from tunelab.tasks.base import Split, Task
 
@@ -125,18 +125,6 @@ class ClassificationTask(Task):
         return heads
 
     # -- data ----------------------------------------------------------------------------
-    def load_split(
-        self,
-        spec: str,
-        name: str,
-        *,
-        hub_split: str = "train",
-        on_error: str = "strict",
-        require_labels: bool = True,
-    ) -> Split:
-        table = read_table(spec, split=hub_split, on_error=on_error, defer=True)
-        return self.table_to_split(table, name, require_labels=require_labels, on_error=on_error)
-
     def table_to_split(
         self, table: Table, name: str, *, require_labels: bool = True, on_error: str = "strict"
     ) -> Split:

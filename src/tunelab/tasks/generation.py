@@ -14,7 +14,7 @@ from typing import Any
 
 from tunelab.config import TaskConfig
 from tunelab.data.lm_batches import IGNORE, pack_rows, packed_batch, padded_batch
-from tunelab.data.sources import RowProblems, Table, is_missing, read_table
+from tunelab.data.sources import RowProblems, Table, is_missing
 from tunelab.data.templates import get_path, render
 from tunelab.errors import ConfigError, DataError, ModelError
 from tunelab.tasks.base import Split, Task
@@ -241,18 +241,6 @@ class GenerationTask(Task):
         return p[: room - PROMPT_TAIL] + p[-PROMPT_TAIL:], r
 
     # -- data ----------------------------------------------------------------------------
-    def load_split(
-        self,
-        spec: str,
-        name: str,
-        *,
-        hub_split: str = "train",
-        on_error: str = "strict",
-        require_labels: bool = True,
-    ) -> Split:
-        table = read_table(spec, split=hub_split, on_error=on_error, defer=True)
-        return self.table_to_split(table, name, require_labels=require_labels, on_error=on_error)
-
     def table_to_split(
         self, table: Table, name: str, *, require_labels: bool = True, on_error: str = "strict"
     ) -> Split:
