@@ -25,3 +25,17 @@ class ModelError(TunelabError):
 
 class RunDirError(TunelabError):
     """A run directory is missing, incomplete or would be overwritten."""
+
+
+class RunInterrupted(TunelabError):
+    """A stop signal (SIGINT, SIGTERM, SIGUSR1) ended training at a step; a checkpoint of that
+    step was written (``saved``), so ``--resume`` continues from it."""
+
+    def __init__(self, message: str, step: int, signal_name: str, saved: bool = True):
+        super().__init__(message)
+        self.step, self.signal_name, self.saved = step, signal_name, saved
+
+    @property
+    def exit_code(self) -> int:
+        """130 for SIGINT (as a shell reports Ctrl-C), 143 for SIGTERM and SIGUSR1."""
+        return 130 if self.signal_name == "SIGINT" else 143

@@ -140,3 +140,157 @@ def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON index file of the run layout (``pipeline.json``, ``adapters.json``), or None."""
     path = Path(path)
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+# -- who holds a run directory ------------------------------------------------------------------
+#: set to 1 to take over a lock that a process on another host holds (tunelab cannot tell
+#: whether a process on another machine still runs)
+BREAK_LOCK_ENV = "TUNELAB_BREAK_LOCK"
+
+
+def lock_path(run_dir: Path) -> Path:
+    """The lock file of a run directory: a hidden sibling, so replacing the directory itself
+    (overwrite, an atomic rename) never removes the lock."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+def this_process() -> dict[str, Any]:
+    import os
+    import socket
+    import time
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that pid exists."""
+    import os
+
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    import time
+
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+    what = holder.get("command", "tunelab")
+    return f"`{what}` (pid {holder.get('pid')} on {holder.get('host')}, since {started})"
+
+
+class Claim:
+    """An exclusive claim on a run directory (an OS file lock on :func:`lock_path`), released
+    by :meth:`release`, or by the OS when the process ends however it ends."""
+
+    def __init__(self, path: Path, fd: int, note: str | None):
+        self.path, self.fd, self.note = path, fd, note
+
+    def release(self) -> None:
+        import os
+
+        if self.fd < 0:
+            return
+        try:  # unlink only our own file: a newer holder may have replaced a stale one
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = -1
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim(run_dir: str | Path, command: str = "tunelab train") -> Claim:
+    """Take the run directory for this process, or refuse with a message naming the holder.
+
+    The lock is ``flock`` on a hidden sibling file holding host, pid and start time: the OS
+    drops it when its process ends. A file left by a process of this host that no longer runs
+    (killed with -9) is taken over, with a note; one naming another host is reported and only
+    taken over with ``TUNELAB_BREAK_LOCK=1``. Written for tunelab: filelock and portalocker
+    lock but do not record or judge the holder."""
+    import fcntl
+    import json
+    import os
+    import socket
+    import time
+
+    path = lock_path(Path(run_dir))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(20):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            for _ in range(40):  # the holder writes its name right after taking the lock
+                if holder:
+                    break
+                time.sleep(0.025)
+                holder = _read_holder(fd)
+            os.close(fd)
+            raise RunDirError(
+                f"{run_dir} is in use by {_describe(holder) if holder else 'another process'}; "
+                "wait for it to end, or choose another output.name"
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # released and unlinked between our open and our lock: try again
+            os.close(fd)
+            continue
+        note = None
+        old = _read_holder(fd)
+        if old:
+            here = old.get("host") == socket.gethostname()
+            if here and old.get("pid") != os.getpid() and pid_alive(old.get("pid", -1)):
+                os.close(fd)  # a live holder on a filesystem without working flock
+                raise RunDirError(f"{run_dir} is in use by {_describe(old)}")
+            if not here and os.environ.get(BREAK_LOCK_ENV) != "1":
+                os.close(fd)
+                raise RunDirError(
+                    f"{run_dir} is locked by {_describe(old)}, another host: tunelab cannot "
+                    f"tell whether it still runs there. If it does not, set {BREAK_LOCK_ENV}=1"
+                )
+            note = f"{run_dir}: took over the lock of {_describe(old)}, which no longer runs"
+        me = {**this_process(), "command": command}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        os.fsync(fd)
+        return Claim(path, fd, note)
+    raise RunDirError(f"{run_dir}: could not take its lock ({path})")
+
+
+def _read_holder(fd: int) -> dict[str, Any] | None:
+    import json
+    import os
+
+    try:
+        data = os.pread(fd, 4096, 0)
+        return json.loads(data) if data.strip() else None
+    except (OSError, ValueError):
+        return None
+
+
+def run_status(info: dict[str, Any]) -> str:
+    """A run's status as users should read it: ``running`` only while its process lives
+    (a run whose process is gone without a word is ``interrupted (process gone)``)."""
+    import socket
+
+    status = info.get("status", "unknown")
+    proc = info.get("process") or {}
+    here = proc.get("host") == socket.gethostname()
+    if status == "running" and here and not pid_alive(proc.get("pid", -1)):
+        return "interrupted (process gone)"
+    return status

@@ -16,7 +16,7 @@ from typing import Any
 
 from tunelab import rundir
 from tunelab.data.batching import BatchSampler
-from tunelab.errors import TunelabError
+from tunelab.errors import RunInterrupted, TunelabError
 from tunelab.evaluation.metrics import greater_is_better, scalar_metrics
 from tunelab.models.layers import count_layers, in_head, layer_index
 from tunelab.training import checkpoint as ckpt
@@ -120,6 +120,8 @@ class Trainer:
     ):
         self.cfg, self.tc = cfg, cfg.training
         self.fingerprint = fingerprint or {}
+        #: the stop signals of the run (a :class:`~tunelab.training.stop.StopSignals`), if any
+        self.stops = None
         self.acc, self.model, self.method, self.task = accelerator, model, method, task
         self.train_split, self.val_split = train_split, val_split
         self.run_dir, self.console = run_dir, console
@@ -423,6 +425,8 @@ class Trainer:
         )
         with progress:
             while self.state.step < self.total_steps:
+                if self.stops is not None and self.stops.agreed(self.acc):
+                    self._stop_on_signal()
                 t0 = time.perf_counter()
                 micro = self._micro_batches(it)
                 loss, grad_norm, ok = self.train_step(micro)
@@ -477,6 +481,31 @@ class Trainer:
                     stop_reason = "early_stopping"
                     break
         return self._finish(stop_reason, before)
+
+    def _stop_on_signal(self) -> None:
+        """Write the checkpoint of the step just finished, then end the run as interrupted."""
+        from tunelab.training import faults
+
+        name, step = self.stops.name, self.state.step
+        saved = self.tc.save_checkpoints
+        self.say(
+            f"[yellow]{name}: stopping after step {step}"
+            + (", writing its checkpoint" if saved else "")
+        )
+        if saved:
+            self.stops.saving = faults.stopping = True
+            try:
+                self.save_checkpoint()
+            finally:
+                self.stops.saving = faults.stopping = False
+        self.log({"type": "stop", "step": step, "signal": name, "checkpoint": saved})
+        where = f"; its checkpoint is in {ckpt.step_dir(self.ckpt_root, step)}" if saved else ""
+        raise RunInterrupted(
+            f"interrupted by {name} after step {step}{where}; continue with --resume (resume=true)",
+            step,
+            name,
+            saved,
+        )
 
     def _write_trace(self) -> None:
         if self.trace is not None:

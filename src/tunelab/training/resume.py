@@ -102,9 +102,42 @@ def run_name(cfg, accelerator) -> str:
     return obj[0]
 
 
-def prepare_run_dir(cfg, accelerator, warn=None) -> tuple[Path, dict | None]:
-    """Create (or reopen for resume) the run directory; return it and a checkpoint to resume."""
+def claim_run_dir(run_dir: Path, accelerator, warn=None) -> rundir.Claim | None:
+    """The main process takes the run directory's lock; every process learns whether it got
+    it (a refusal is raised on all of them, so none waits for the others)."""
+    from accelerate.utils import broadcast_object_list
+
+    claim, refusal = None, None
+    if accelerator.is_main_process:
+        try:
+            claim = rundir.claim(run_dir)
+        except RunDirError as e:
+            refusal = str(e)
+    if accelerator.num_processes > 1:
+        box = [refusal]
+        broadcast_object_list(box)
+        refusal = box[0]
+    if refusal:
+        raise RunDirError(refusal)
+    if claim is not None and claim.note and warn:
+        warn(claim.note)
+    return claim
+
+
+def prepare_run_dir(cfg, accelerator, warn=None) -> tuple[Path, dict | None, rundir.Claim | None]:
+    """Claim, then create (or reopen for resume) the run directory; return it, a checkpoint to
+    resume and the claim (held by the main process until :meth:`~tunelab.rundir.Claim.release`)."""
     run_dir = Path(cfg.output.dir) / run_name(cfg, accelerator)
+    claim = claim_run_dir(run_dir, accelerator, warn)
+    try:
+        return (*_open_run_dir(cfg, accelerator, run_dir, warn), claim)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
+
+
+def _open_run_dir(cfg, accelerator, run_dir: Path, warn) -> tuple[Path, dict | None]:
     resume = None
     exists = run_dir.exists() and any(run_dir.iterdir())
     if cfg.resume:

@@ -164,6 +164,18 @@ def combine_adapters(
     ``dare_linear`` (PEFT's pruned merges, keeping the ``density`` share of each update).
     Returns the new run directory.
     """
+    with rundir.claim(Path(output), "tunelab combine"):  # one writer of the new run at a time
+        return _combine(runs, weights, output, combination, overwrite, density)
+
+
+def _combine(
+    runs: dict[str, str | os.PathLike],
+    weights: dict[str, float] | None,
+    output: str | os.PathLike,
+    combination: str,
+    overwrite: bool,
+    density: float,
+) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file

@@ -51,7 +51,7 @@ def open_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> Ope
     info = rundir.read_info(run_dir)
     if info.get("status") != "completed" or not (run_dir / rundir.MODEL).is_dir():
         raise RunDirError(
-            f"{run_dir}: the run did not complete (status {info.get('status')!r}); "
+            f"{run_dir}: the run did not complete (status {rundir.run_status(info)!r}); "
             "resume it with resume=true"
         )
     cfg = load_config(run_dir / rundir.CONFIG)
@@ -188,20 +188,22 @@ def merge(
     Returns the folder that holds the merged model: ``RUN_DIR/merged`` (or ``output``) for
     LoRA, DoRA and IA3, and ``RUN_DIR/model`` itself for methods that already save a full model.
     """
-    run = load_run(run_dir)
-    method = get_method(run.config.method)
-    merged = method.merge(run.accelerator.unwrap_model(run.model))
-    if merged is None:
-        return run.run_dir / rundir.MODEL
-    target = Path(output) if output else run.run_dir / rundir.MERGED
-    if target.exists() and not overwrite:
-        raise RunDirError(
-            f"{target} already exists; pass --overwrite (overwrite=True) to replace it"
-        )
-    with atomic_directory(target) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        rundir.copy_tokenizer_files(run.run_dir / rundir.MODEL, tmp)
-    return target
+    run_dir = Path(run_dir)
+    with rundir.claim(run_dir, "tunelab merge"):  # nothing else writes into the run meanwhile
+        run = load_run(run_dir)
+        method = get_method(run.config.method)
+        merged = method.merge(run.accelerator.unwrap_model(run.model))
+        if merged is None:
+            return run.run_dir / rundir.MODEL
+        target = Path(output) if output else run.run_dir / rundir.MERGED
+        if target.exists() and not overwrite:
+            raise RunDirError(
+                f"{target} already exists; pass --overwrite (overwrite=True) to replace it"
+            )
+        with atomic_directory(target) as tmp:
+            merged.save_pretrained(tmp, safe_serialization=True)
+            rundir.copy_tokenizer_files(run.run_dir / rundir.MODEL, tmp)
+        return target
 
 
 def merged_auto_class(run_dir: str | os.PathLike) -> str:

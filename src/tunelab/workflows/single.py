@@ -9,7 +9,7 @@ from typing import Any
 
 from tunelab import rundir
 from tunelab.config import RunConfig
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, RunInterrupted
 from tunelab.evaluation.metrics import scalar_metrics
 from tunelab.methods import get_method
 from tunelab.models.layers import parameter_report
@@ -24,6 +24,7 @@ from tunelab.training.resume import (
     fingerprint_split,
     prepare_run_dir,
 )
+from tunelab.training.stop import StopSignals
 from tunelab.utils.io import atomic_directory
 from tunelab.version import __version__
 
@@ -110,6 +111,7 @@ def _run_info(cfg, resolved, task, params, splits, accelerator) -> dict[str, Any
         "skipped_rows": {k: [list(x) for x in v.skipped] for k, v in splits.items() if v.skipped},
         "processes": accelerator.num_processes,
         "precision": accelerator.mixed_precision,
+        "process": rundir.this_process(),
     }
 
 
@@ -130,12 +132,11 @@ def _final_scores(trainer, task, splits, run_dir: Path, save_predictions: bool) 
 
 
 def train_single(cfg: RunConfig) -> RunResult:
-    """Fine-tune one model on one task (or one mixture) as ``cfg`` says."""
-    from accelerate.utils import set_seed
+    """Fine-tune one model on one task (or one mixture) as ``cfg`` says.
 
-    from tunelab.models.loading import load_tokenizer
-    from tunelab.models.registry import resolve_model
-    from tunelab.training.loop import Trainer
+    The run directory is claimed first (a second process is refused); SIGINT, SIGTERM and
+    SIGUSR1 end the run after the current step with a checkpoint of it."""
+    from accelerate.utils import set_seed
 
     if not cfg.data.train and not cfg.mixture.tasks:
         raise ConfigError(
@@ -145,7 +146,54 @@ def train_single(cfg: RunConfig) -> RunResult:
     console = console_for(accelerator)
     set_seed(cfg.training.seed)
     warn = (lambda m: console.print(f"[yellow]{m}")) if console else None
-    run_dir, resume = prepare_run_dir(cfg, accelerator, warn)
+    run_dir, resume, claim = prepare_run_dir(cfg, accelerator, warn)
+    run_info: dict[str, Any] = {}
+    try:
+        with StopSignals() as stops:
+            return _train(cfg, accelerator, console, run_dir, resume, stops, run_info)
+    except RunInterrupted as e:
+        _ended(
+            accelerator,
+            run_dir,
+            run_info,
+            "interrupted",
+            step=e.step,
+            signal=e.signal_name,
+            checkpoint=e.saved,
+        )
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C while the stop checkpoint was written
+        _ended(accelerator, run_dir, run_info, "interrupted", signal="SIGINT", checkpoint=False)
+        raise
+    except SystemExit:  # a second SIGTERM/SIGUSR1 while the stop checkpoint was written
+        _ended(accelerator, run_dir, run_info, "interrupted", signal="SIGTERM", checkpoint=False)
+        raise
+    except Exception as e:
+        _ended(
+            accelerator,
+            run_dir,
+            run_info,
+            "failed",
+            error=(str(e).splitlines() or [type(e).__name__])[0][:500],
+        )
+        raise
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _ended(accelerator, run_dir: Path, run_info: dict, status: str, **what: Any) -> None:
+    """Record in run.json how a run that started ended early (nothing when it never started)."""
+    if run_info and accelerator.is_main_process:
+        run_info.update(status=status, ended={**what, "at": time.time()})
+        rundir.write_info(run_dir, run_info)
+
+
+def _train(cfg, accelerator, console, run_dir, resume, stops, run_info: dict) -> RunResult:
+    from tunelab.models.loading import load_tokenizer
+    from tunelab.models.registry import resolve_model
+    from tunelab.training.loop import Trainer
+
     resolved = resolve_model(cfg.model.name, cfg.model.revision)
     with accelerator.main_process_first():  # a GGUF conversion happens once, on the main process
         tokenizer = load_tokenizer(resolved, cfg.model.trust_remote_code)
@@ -161,7 +209,7 @@ def train_single(cfg: RunConfig) -> RunResult:
             f"precision {precision_name(accelerator)} · processes {accelerator.num_processes} · "
             f"seed {cfg.training.seed}"
         )
-    run_info = _run_info(cfg, resolved, task, params, splits, accelerator)
+    run_info.update(_run_info(cfg, resolved, task, params, splits, accelerator))
     fingerprint = {
         "train_data": fingerprint_split(splits["train"]),
         "validation_data": fingerprint_split(splits["validation"]),
@@ -186,6 +234,7 @@ def train_single(cfg: RunConfig) -> RunResult:
         fingerprint,
         difficulty,
     )
+    trainer.stops = stops
     save_preds = cfg.output.save_predictions
     before_probes = probes_before(probes, trainer, run_dir, resume, save_preds, console)
     before_test = None
