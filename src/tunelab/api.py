@@ -6,6 +6,13 @@ A thin facade over the layers (see ARCHITECTURE.md): nothing is defined here, an
 
 from __future__ import annotations
 
+from tunelab.evaluation.human import (
+    export_sheet,
+    import_ratings,
+    preference_pairs,
+    write_preferences,
+)
+from tunelab.evaluation.human_metrics import human_vs_metrics
 from tunelab.evaluation.metrics import CLASSIFICATION_SHOWN as SHOWN
 from tunelab.evaluation.metrics import GENERATION_SHOWN as SHOWN_GENERATION
 from tunelab.tasks import build_task, load_splits
@@ -35,6 +42,13 @@ from tunelab.workflows.generate import (
     load_generation_target,
     read_prompts,
 )
+from tunelab.workflows.human_app import (
+    RatingSession,
+    create_rating_app,
+    open_rating_session,
+    parse_raters,
+    serve_ratings,
+)
 from tunelab.workflows.runs import (
     LoadedRun,
     evaluate,
@@ -60,6 +74,7 @@ __all__ = [
     "Chat",
     "GenerationTarget",
     "LoadedRun",
+    "RatingSession",
     "RunResult",
     "build_task",
     "cached_probe_scores",
@@ -67,11 +82,15 @@ __all__ = [
     "choose_precision",
     "combine_adapters",
     "compare",
+    "create_rating_app",
     "earlier_stage_retention",
     "evaluate",
+    "export_sheet",
     "fingerprint_model",
     "fingerprint_split",
     "generate",
+    "human_vs_metrics",
+    "import_ratings",
     "load_adapters",
     "load_generation_target",
     "load_probes",
@@ -80,18 +99,23 @@ __all__ = [
     "make_accelerator",
     "merge",
     "named_runs",
+    "open_rating_session",
     "open_run",
+    "parse_raters",
     "parse_weights",
     "per_method_overrides",
     "predict",
+    "preference_pairs",
     "probe_cache_key",
     "probe_deltas",
     "read_prompts",
     "run_demo",
     "run_suite",
     "score_probes",
+    "serve_ratings",
     "train",
     "train_per_task_adapters",
     "train_single",
     "train_stages",
+    "write_preferences",
 ]

@@ -44,15 +44,23 @@ def _cmd_train(args) -> int:
 def _cmd_report(args) -> int:
     from tunelab.reporting.report import build_report
 
-    print(f"report: {build_report(args.runs, args.output, overwrite=args.overwrite)}")
+    out = build_report(args.runs, args.output, overwrite=args.overwrite, human=args.human or [])
+    print(f"report: {out}")
     return 0
 
 
 def _cmd_human_export(args) -> int:
     from tunelab.evaluation.human import export_sheet
 
+    criteria = tuple(c.strip() for c in args.criteria.split(",")) if args.criteria else None
     paths = export_sheet(
-        args.runs, args.output, n=args.n, split=args.split, seed=args.seed, overwrite=args.overwrite
+        args.runs,
+        args.output,
+        n=args.n,
+        split=args.split,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        **({"criteria": criteria} if criteria else {}),
     )
     print(
         f"rating sheet: {paths['csv']} and {paths['jsonl']}; key (keep from raters): {paths['key']}"
@@ -61,9 +69,18 @@ def _cmd_human_export(args) -> int:
 
 
 def _cmd_human_import(args) -> int:
-    from tunelab.evaluation.human import import_ratings
+    from tunelab.evaluation.human import import_ratings, write_preferences
 
-    rep = import_ratings(args.key, args.sheets)
+    rep = import_ratings(args.sheet, args.sheets)
+    if args.preferences:
+        path, counts = write_preferences(
+            args.sheet,
+            args.preferences,
+            args.sheets,
+            min_agreement=args.min_agreement,
+            overwrite=args.overwrite,
+        )
+        rep["preferences"] = {"path": str(path), **counts}
     if args.json:
         print(json.dumps(rep, indent=2))
         return 0
@@ -72,6 +89,35 @@ def _cmd_human_import(args) -> int:
     from tunelab.reporting.tables import print_human
 
     print_human(Console(), rep)
+    if args.preferences:
+        c = rep["preferences"]
+        dropped = ", ".join(
+            f"{k.replace('_', ' ')} {c[k]}"
+            for k in ("ties", "no_majority", "below_agreement", "unjudged")
+            if c.get(k)
+        )
+        print(f"preference pairs: {c['pairs']} of {c['items']} items written to {c['path']}")
+        if dropped:
+            print(f"  dropped: {dropped}")
+    return 0
+
+
+def _cmd_human_serve(args) -> int:
+    from tunelab.workflows.human_app import parse_raters, serve_ratings
+
+    def ready(links, session, port) -> None:
+        key = session.key
+        print(
+            f"rating app: {session.paths['key'].name} ({key['mode']}, {len(key['items'])} items)"
+            f" on port {port}; answers go to {session.paths['db']}"
+        )
+        width = max(len(n) for n in links)
+        for name, url in links.items():
+            print(f"  {name:<{width}}  {url}")
+        print("each link is private to its rater; Ctrl-C stops the server", flush=True)
+
+    raters = parse_raters(args.raters) if args.raters else None
+    serve_ratings(args.sheet, raters=raters, host=args.host, port=args.port, on_ready=ready)
     return 0
 
 
@@ -236,7 +282,12 @@ def _cmd_compare(args) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     rows = compare(
-        args.config, methods, args.overrides, args.output, per_method_overrides(args.set)
+        args.config,
+        methods,
+        args.overrides,
+        args.output,
+        per_method_overrides(args.set),
+        resume=args.resume,
     )
     print_compare(Console(), rows, COLUMNS)
     return 0 if all("error" not in r for r in rows) else 1
@@ -333,9 +384,17 @@ def _add_run_commands(sub) -> None:
     s.add_argument("runs", nargs="+", metavar="RUN_DIR")
     s.add_argument("--output", default="report.html")
     s.add_argument("--overwrite", action="store_true")
+    s.add_argument(
+        "--human",
+        action="append",
+        metavar="SHEET",
+        help="a rating sheet of these runs' outputs: human scores vs metrics (repeatable)",
+    )
     s.set_defaults(func=_cmd_report)
 
-    s = sub.add_parser("human", help="human evaluation: export rating sheets, import ratings")
+    s = sub.add_parser(
+        "human", help="human evaluation: rating sheets, the rating app, importing ratings"
+    )
     hs = s.add_subparsers(dest="human_command", required=True)
     h = hs.add_parser("export", help="a rating sheet (1-5 scales) or, for two runs, pairwise A/B")
     h.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one run, or two to compare")
@@ -343,12 +402,39 @@ def _add_run_commands(sub) -> None:
     h.add_argument("--n", type=int, default=50, help="items (default 50)")
     h.add_argument("--split", default="validation", help="whose saved predictions")
     h.add_argument("--seed", type=int, default=0)
+    h.add_argument(
+        "--criteria", help="1-5 scales, comma-separated (default fluency,coherence,relevance)"
+    )
     h.add_argument("--overwrite", action="store_true")
     h.set_defaults(func=_cmd_human_export)
-    h = hs.add_parser("import", help="aggregate filled sheets: means, CIs, win rates, agreement")
-    h.add_argument("key", help="the .key.json written by export")
-    h.add_argument("sheets", nargs="+", help="filled sheets, one per rater (CSV or JSONL)")
+    h = hs.add_parser(
+        "serve", help="the rating app: one private link per rater, answers kept in SQLite"
+    )
+    h.add_argument("sheet", metavar="SHEET", help="export's --output path, a sheet file or folder")
+    h.add_argument(
+        "--raters", help="names (alice,bob) or a count (3); default: the raters already known"
+    )
+    h.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1 only)")
+    h.add_argument("--port", type=int, default=8080, help="0 takes a free port (default 8080)")
+    h.set_defaults(func=_cmd_human_serve)
+    h = hs.add_parser("import", help="aggregate ratings: means, CIs, win rates, agreement")
+    h.add_argument(
+        "sheet",
+        metavar="SHEET",
+        help="the .key.json, export's --output path or its folder (reads its rating database)",
+    )
+    h.add_argument("sheets", nargs="*", help="filled sheets, one per rater (CSV or JSONL)")
     h.add_argument("--json", action="store_true")
+    h.add_argument(
+        "--preferences", metavar="PAIRS.jsonl", help="write A/B judgements as preference pairs"
+    )
+    h.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.0,
+        help="--preferences: least share of an item's judgements on the winner (default 0)",
+    )
+    h.add_argument("--overwrite", action="store_true", help="replace an existing PAIRS.jsonl")
     h.set_defaults(func=_cmd_human_import)
 
 
@@ -442,6 +528,11 @@ def _add_tool_commands(sub) -> None:
         help="an override for one method's runs only, e.g. prefix:prefix.projection=true",
     )
     s.add_argument("--output", help="folder for the runs and compare.json/.csv/.png")
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished runs in --output and continue an interrupted one",
+    )
     s.set_defaults(func=_cmd_compare)
 
     s = sub.add_parser("models", help="list embedded and installed models")
@@ -463,7 +554,7 @@ class _ConfigHelpParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tunelab.errors import TunelabError
+    from tunelab.errors import RunInterrupted, TunelabError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -479,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
+    except RunInterrupted as e:
+        print(f"tunelab: {e}", file=sys.stderr)
+        return e.exit_code
     except TunelabError as e:
         print(f"tunelab: error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,12 @@ mean ± 95 % confidence interval per criterion, A/B win rates, and agreement: Kr
 alpha (the ``krippendorff`` package; ordinal for scales, nominal for preferences) and, for two
 raters, Cohen's kappa (scikit-learn; quadratic weights for scales). Malformed or out-of-range
 ratings are reported with their file and row, never dropped silently.
+
+A sheet is addressed by the export's ``--output`` path (``sheets/xsum``), any of its files, or
+the folder holding it. Next to it, ``sheets/xsum.ratings.sqlite`` holds the answers given in the
+rating app (``tunelab human serve``, see ``human_store``); ``import_ratings`` reads it together
+with any filled CSV/JSONL sheets, and ``write_preferences`` turns the A/B judgements into
+``{prompt, chosen, rejected}`` pairs for preference training.
 """
 
 from __future__ import annotations
@@ -16,15 +22,97 @@ import csv
 import json
 import math
 import random
+import re
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tunelab import rundir
 from tunelab.errors import DataError, RunDirError
+from tunelab.evaluation.human_store import CHOICES, RatingStore, key_fingerprint
 from tunelab.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 CRITERIA = ("fluency", "coherence", "relevance")
-CHOICES = ("A", "B", "tie")
+RESERVED = ("item", "prompt", "output", "output_a", "output_b", "preference", "comment")
+SUFFIXES = {"csv": ".csv", "jsonl": ".jsonl", "key": ".key.json", "db": ".ratings.sqlite"}
+
+__all__ = [
+    "CHOICES",
+    "CRITERIA",
+    "collect_ratings",
+    "export_sheet",
+    "import_ratings",
+    "preference_pairs",
+    "read_key",
+    "read_sheet_items",
+    "resolve_sheet",
+    "sheet_paths",
+    "write_preferences",
+]
+
+
+def sheet_paths(base: str | Path) -> dict[str, Path]:
+    """The files of the sheet whose export ``--output`` was ``base`` (suffix dropped)."""
+    base = Path(base)
+    return {k: base.parent / (base.name + s) for k, s in SUFFIXES.items()}
+
+
+def resolve_sheet(sheet: str | Path) -> dict[str, Path]:
+    """A sheet's files from its ``--output`` path, one of its files, or its folder."""
+    p = Path(sheet)
+    if p.is_dir():
+        keys = sorted(p.glob("*" + SUFFIXES["key"]))
+        if len(keys) != 1:
+            found = ", ".join(str(k)[: -len(SUFFIXES["key"])] for k in keys)
+            raise DataError(
+                f"{p} holds no rating sheet (no *.key.json from `tunelab human export`)"
+                if not keys
+                else f"{p} holds {len(keys)} rating sheets; name one: {found}"
+            )
+        p = keys[0]
+    for suffix in SUFFIXES.values():
+        if p.name.endswith(suffix) and len(p.name) > len(suffix):
+            paths = sheet_paths(p.with_name(p.name[: -len(suffix)]))
+            break
+    else:  # the export's --output (whose suffix export drops too), or a key file renamed
+        paths = sheet_paths(p.with_suffix(""))
+        if p.suffix == ".json" and p.is_file():
+            paths["key"] = p
+    if not paths["key"].is_file():
+        raise DataError(
+            f"{paths['key']} not found: is {sheet} a sheet from `tunelab human export`?"
+        )
+    return paths
+
+
+def read_key(paths: dict[str, Path]) -> dict[str, Any]:
+    try:
+        return json.loads(paths["key"].read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{paths['key']} is not JSON ({e.msg})") from None
+
+
+def read_sheet_items(paths: dict[str, Path], key: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The texts raters see (the export's JSONL), by item number, checked against the key."""
+    rows = {int(r["item"]): r for _, r in _read_sheet(paths["jsonl"])}
+    missing = sorted({it["item"] for it in key["items"]} - set(rows))
+    if missing:
+        raise DataError(f"{paths['jsonl']} lacks item(s) {missing[:10]} of {paths['key']}")
+    return rows
+
+
+def _check_criteria(criteria: tuple[str, ...]) -> tuple[str, ...]:
+    criteria = tuple(c.strip() for c in criteria)
+    if not criteria or len(set(criteria)) != len(criteria):
+        raise DataError(f"criteria must be distinct and at least one, not {list(criteria)}")
+    for c in criteria:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,39}", c) or c in RESERVED:
+            raise DataError(
+                f"criterion {c!r}: use a word of letters, digits, '_' or '-' "
+                f"(not one of {', '.join(RESERVED)})"
+            )
+    return criteria
 
 
 def _predictions(run_dir: Path, split: str) -> dict[int, dict[str, Any]]:
@@ -53,14 +141,12 @@ def export_sheet(
     overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write ``OUTPUT.csv``, ``OUTPUT.jsonl`` (for raters) and ``OUTPUT.key.json`` (for
-    ``import_ratings``). One run: a 1-5 scale per criterion; two runs: pairwise A/B."""
+    ``import_ratings``). One run: a 1-5 scale per criterion; two runs: pairwise A/B. An
+    existing rating database of the same name also counts as taken."""
     if len(runs) not in (1, 2):
         raise DataError("give one run (rating scale) or two runs (pairwise A/B)")
-    out = Path(output)
-    paths = {
-        k: out.with_suffix(s)
-        for k, s in (("csv", ".csv"), ("jsonl", ".jsonl"), ("key", ".key.json"))
-    }
+    criteria = _check_criteria(tuple(criteria))
+    paths = sheet_paths(Path(output).with_suffix(""))
     taken = [str(p) for p in paths.values() if p.exists()]
     if taken and not overwrite:
         raise RunDirError(f"{', '.join(taken)} exist; pass --overwrite to replace them")
@@ -108,7 +194,7 @@ def export_sheet(
             "items": key_items,
         },
     )
-    return paths
+    return {k: paths[k] for k in ("csv", "jsonl", "key")}
 
 
 def _csv_text(items: list[dict[str, Any]]) -> str:
@@ -150,20 +236,12 @@ def _mean_ci(xs: list[float]) -> dict[str, float]:
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
-def import_ratings(key_path: str | Path, sheets: list[str | Path]) -> dict[str, Any]:
-    """Aggregate the raters' filled sheets (one per rater) against the export's key file."""
-    import krippendorff
-    import numpy as np
-    from sklearn.metrics import cohen_kappa_score
-
-    key = json.loads(Path(key_path).read_text(encoding="utf-8"))
-    items = {it["item"]: it for it in key["items"]}
-    mode = key["mode"]
-    fields = key["criteria"] if mode == "scale" else ["preference"]
-    problems: list[str] = []
-    ratings: dict[str, dict[str, dict[int, Any]]] = {
-        f: {} for f in fields
-    }  # field -> rater -> item
+def _sheet_ratings(
+    key: dict[str, Any], sheets: Iterable[str | Path], ratings: dict[str, dict[str, dict]]
+) -> list[str]:
+    """Add the filled sheets' ratings (rater = file stem) to ``ratings``; return problems."""
+    items = {it["item"] for it in key["items"]}
+    mode, problems = key["mode"], []
     for sheet in sheets:
         rater = Path(sheet).stem
         for line, row in _read_sheet(Path(sheet)):
@@ -175,7 +253,7 @@ def import_ratings(key_path: str | Path, sheets: list[str | Path]) -> dict[str, 
             if item not in items:
                 problems.append(f"{sheet}: row {line}: item {item} is not in the sheet's key")
                 continue
-            for f in fields:
+            for f in ratings:
                 raw = str(row.get(f, "") if row.get(f) is not None else "").strip()
                 if raw == "":
                     continue  # not rated: allowed (missing data in the agreement)
@@ -196,50 +274,121 @@ def import_ratings(key_path: str | Path, sheets: list[str | Path]) -> dict[str, 
                         )
                         continue
                     ratings[f].setdefault(rater, {})[item] = v
+    return problems
+
+
+def _database_ratings(
+    key: dict[str, Any], paths: dict[str, Path], ratings: dict[str, dict[str, dict]]
+) -> None:
+    """Add the rating app's answers; pairwise choices go back to the sheet's A/B order."""
+    store = RatingStore(paths["db"], key_fingerprint(paths["key"]), create=False)
+    taken = {r for f in ratings.values() for r in f}
+    items = {it["item"] for it in key["items"]}
+    flip = {"A": "B", "B": "A", "tie": "tie"}
+    for a in store.answers():
+        if a["rater"] in taken:
+            raise DataError(
+                f"rater {a['rater']!r} has answers in {paths['db']} and a filled sheet "
+                f"{a['rater']}.csv/.jsonl; rename the sheet"
+            )
+        if a["item"] not in items:
+            raise DataError(f"{paths['db']}: item {a['item']} is not in the sheet's key")
+        for f, v in a["values"].items():
+            if f in ratings:
+                v = flip[v] if a["swapped"] and f == "preference" else v
+                ratings[f].setdefault(a["rater"], {})[a["item"]] = v
+
+
+def collect_ratings(
+    sheet: str | Path, sheets: Iterable[str | Path] = ()
+) -> tuple[dict[str, Any], dict[str, Path], dict[str, dict[str, dict[int, Any]]]]:
+    """(key, sheet paths, ratings) where ratings is field -> rater -> item -> value, from the
+    rating app's database (when there is one) and the filled sheets. Pairwise values are
+    ``A``/``B``/``tie`` in the sheet's order (the key's ``a``/``b``)."""
+    paths = resolve_sheet(sheet)
+    key = read_key(paths)
+    sheets = list(sheets)
+    fields = key["criteria"] if key["mode"] == "scale" else ["preference"]
+    ratings: dict[str, dict[str, dict[int, Any]]] = {f: {} for f in fields}
+    problems = _sheet_ratings(key, sheets, ratings)
     if problems:
         raise DataError(
             f"{len(problems)} malformed rating(s): "
             + "; ".join(problems[:10])
             + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
         )
+    if paths["db"].is_file():
+        _database_ratings(key, paths, ratings)
+    elif not sheets:
+        raise DataError(
+            f"no answers for {paths['key']}: no rating database ({paths['db'].name}, "
+            "written by `tunelab human serve`) and no filled sheets given"
+        )
+    return key, paths, ratings
+
+
+def _win_rates(key: dict[str, Any], by_rater: dict[str, dict[int, str]]) -> dict[str, Any]:
+    items = {it["item"]: it for it in key["items"]}
+    wins = {"a": 0, "b": 0, "tie": 0}
+    for answers in by_rater.values():
+        for i, v in answers.items():
+            if v == "tie":
+                wins["tie"] += 1
+            else:
+                wins["a" if (v == "A") == (items[i]["a"] == key["runs"][0]) else "b"] += 1
+    total = sum(wins.values())
+    rate = {
+        key["runs"][0]: wins["a"] / total,
+        key["runs"][1]: wins["b"] / total,
+        "tie": wins["tie"] / total,
+    }
+    # Wilson 95 % intervals of each share (win, loss, tie) over the judgements
+    z = 1.959963984540054
+    ci = {}
+    for name, k in zip(rate, (wins["a"], wins["b"], wins["tie"])):
+        p, d = k / total, 1 + z * z / total
+        mid = (p + z * z / (2 * total)) / d
+        half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / d
+        ci[name] = [max(0.0, mid - half), min(1.0, mid + half)]
+    return {"win_rate": rate, "win_rate_ci": ci, "n": total}
+
+
+def import_ratings(sheet: str | Path, sheets: Iterable[str | Path] = ()) -> dict[str, Any]:
+    """Aggregate the answers of a sheet: its rating database and any filled sheets (one per
+    rater). ``sheet`` is the export's key file, its ``--output`` path or its folder."""
+    key, _, ratings = collect_ratings(sheet, sheets)
+    return aggregate(key, ratings)
+
+
+def aggregate(key: dict[str, Any], ratings: dict[str, dict[str, dict[int, Any]]]) -> dict[str, Any]:
+    """Means with 95 % CIs or win rates, Krippendorff's alpha and (two raters) Cohen's kappa."""
+    import krippendorff
+    import numpy as np
+    from sklearn.metrics import cohen_kappa_score
+
+    mode, ids = key["mode"], sorted(it["item"] for it in key["items"])
     report: dict[str, Any] = {
         "mode": mode,
-        "raters": sorted({r for f in fields for r in ratings[f]}),
-        "items": len(items),
+        "raters": sorted({r for f in ratings for r in ratings[f]}),
+        "items": len(ids),
         "criteria": {},
     }
-    for f in fields:
-        raters = sorted(ratings[f])
-        ids = sorted(items)
-        values = [v for r in raters for v in ratings[f][r].values()]
+    for f, by_rater in ratings.items():
+        raters = sorted(by_rater)
+        values = [v for r in raters for v in by_rater[r].values()]
         if not values:
             report["criteria"][f] = {"n": 0}
             continue
-        entry: dict[str, Any] = {}
         if mode == "scale":
-            entry.update(_mean_ci([float(v) for v in values]))
-            data = np.array([[ratings[f][r].get(i, np.nan) for i in ids] for r in raters], float)
+            entry: dict[str, Any] = _mean_ci([float(v) for v in values])
+            data = np.array([[by_rater[r].get(i, np.nan) for i in ids] for r in raters], float)
             level = "ordinal"
         else:
-            wins = {"a": 0, "b": 0, "tie": 0}
-            for r in raters:
-                for i, v in ratings[f][r].items():
-                    it = items[i]
-                    if v == "tie":
-                        wins["tie"] += 1
-                    else:
-                        wins["a" if (v == "A") == (it["a"] == key["runs"][0]) else "b"] += 1
-            total = sum(wins.values())
-            entry["win_rate"] = {
-                key["runs"][0]: wins["a"] / total,
-                key["runs"][1]: wins["b"] / total,
-                "tie": wins["tie"] / total,
-            }
-            entry["n"] = total
+            entry = _win_rates(key, by_rater)
             code = {"A": 0.0, "B": 1.0, "tie": 2.0}
             data = np.array(
                 [
-                    [code[ratings[f][r][i]] if i in ratings[f][r] else np.nan for i in ids]
+                    [code[by_rater[r][i]] if i in by_rater[r] else np.nan for i in ids]
                     for r in raters
                 ],
                 float,
@@ -253,11 +402,60 @@ def import_ratings(key_path: str | Path, sheets: list[str | Path]) -> dict[str, 
             except (ValueError, ZeroDivisionError):
                 entry["krippendorff_alpha"] = math.nan  # e.g. every rating the same value
         if len(raters) == 2:
-            both = [i for i in ids if i in ratings[f][raters[0]] and i in ratings[f][raters[1]]]
+            both = [i for i in ids if i in by_rater[raters[0]] and i in by_rater[raters[1]]]
             if both:
-                a = [ratings[f][raters[0]][i] for i in both]
-                b = [ratings[f][raters[1]][i] for i in both]
+                a = [by_rater[raters[0]][i] for i in both]
+                b = [by_rater[raters[1]][i] for i in both]
                 weights = "quadratic" if mode == "scale" else None
                 entry["cohen_kappa"] = float(cohen_kappa_score(a, b, weights=weights))
         report["criteria"][f] = entry
     return report
+
+
+def preference_pairs(
+    sheet: str | Path, sheets: Iterable[str | Path] = (), min_agreement: float = 0.0
+) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """One ``{prompt, chosen, rejected}`` pair per A/B item whose judgements have a single
+    most common outcome that is not a tie, shared by at least ``min_agreement`` of the item's
+    judgements. Returns the pairs and counts of what was kept and dropped."""
+    if not 0.0 <= min_agreement <= 1.0:
+        raise DataError(f"min_agreement must be a share from 0 to 1, not {min_agreement}")
+    key, paths, ratings = collect_ratings(sheet, sheets)
+    if key["mode"] != "pairwise":
+        raise DataError(f"{paths['key']} is a rating-scale sheet; preference pairs need A/B")
+    texts = read_sheet_items(paths, key)
+    counts = Counter(items=len(key["items"]))
+    pairs = []
+    for it in key["items"]:
+        votes = Counter(r[it["item"]] for r in ratings["preference"].values() if it["item"] in r)
+        if not votes:
+            counts["unjudged"] += 1
+            continue
+        (top, k), *rest = votes.most_common()
+        if rest and rest[0][1] == k:
+            counts["no_majority"] += 1
+        elif top == "tie":
+            counts["ties"] += 1
+        elif k / sum(votes.values()) < min_agreement:
+            counts["below_agreement"] += 1
+        else:
+            row = texts[it["item"]]
+            win, lose = ("output_a", "output_b") if top == "A" else ("output_b", "output_a")
+            pairs.append({"prompt": row["prompt"], "chosen": row[win], "rejected": row[lose]})
+    counts["pairs"] = len(pairs)
+    return pairs, dict(counts)
+
+
+def write_preferences(
+    sheet: str | Path,
+    output: str | Path,
+    sheets: Iterable[str | Path] = (),
+    min_agreement: float = 0.0,
+    overwrite: bool = False,
+) -> tuple[Path, dict[str, int]]:
+    """Write ``preference_pairs`` as JSONL (atomically); refuse to replace a file unasked."""
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise RunDirError(f"{out} exists; pass --overwrite to replace it")
+    pairs, counts = preference_pairs(sheet, sheets, min_agreement)
+    return atomic_write_jsonl(out, pairs), counts

@@ -2,10 +2,11 @@
 
 It reads run directories only (the contract between training, evaluation and reporting):
 config summary, training and validation curves, the final metrics side by side, robustness and
-fairness charts from ``eval/suite-*.json``, and sample predictions. Plots are matplotlib PNGs
-embedded as data URIs, so the file opens anywhere without the run directories. A small script
-in the page records load errors and whether every plot decoded (``data-plots-ok``), which the
-browser test reads.
+fairness charts from ``eval/suite-*.json``, sample predictions, and (``human``) the ratings of
+exported sheets next to the automatic metrics of the same outputs, with their rank correlation.
+Plots are matplotlib PNGs embedded as data URIs, so the file opens anywhere without the run
+directories. A small script in the page records load errors and whether every plot decoded
+(``data-plots-ok``), which the browser test reads.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from tunelab import rundir
 from tunelab.errors import RunDirError
+from tunelab.evaluation.human_metrics import METRICS, human_vs_metrics
 from tunelab.utils.io import atomic_write_text
 
 SCRIPT = """
@@ -255,12 +257,82 @@ def _suite_measures(e: dict[str, Any]):
             yield f"{t}: % stereotypical", v.get("pct_stereotype")
 
 
-def build_report(run_dirs: list[str | Path], output: str | Path, overwrite: bool = False) -> Path:
-    """Write the HTML report of ``run_dirs`` to ``output``; return its path."""
+def _ci(e: dict[str, Any]) -> str:
+    if e.get("n", 0) == 0:
+        return "no ratings"
+    lo, hi = e["ci_low"], e["ci_high"]
+    ci = "" if lo != lo else f" [{lo:.2f}, {hi:.2f}]"  # NaN: a single rating
+    return f"{e['mean']:.2f}{ci}"
+
+
+def _human_section(res: dict[str, Any]) -> list[str]:
+    """One rating sheet: human results next to the automatic metrics of the same outputs,
+    the raters' agreement, and the Spearman correlation of each metric with the humans."""
+    rep, names = res["human"], {"rougeL": "ROUGE-L", "bleu": "BLEU", "chrf": "chrF"}
+    crit = rep["criteria"]
+    if res["mode"] == "scale":
+        heads = [f"human {c} (mean, 95% CI)" for c in crit]
+        human = {run: [_ci(e) for e in crit.values()] for run in res["metric_means"]}
+    else:
+        e = crit["preference"]
+        heads = ["human win rate (95% CI)"]
+        human = {
+            run: [
+                f"{e['win_rate'][run]:.0%} [{e['win_rate_ci'][run][0]:.0%}, "
+                f"{e['win_rate_ci'][run][1]:.0%}]"
+                if e.get("n")
+                else "no judgements"
+            ]
+            for run in res["metric_means"]
+        }
+    rows = [
+        [Path(run).name, *human[run], *[ms[m] for m in METRICS]]
+        for run, ms in res["metric_means"].items()
+    ]
+    agree = [
+        [c, e.get("krippendorff_alpha"), e.get("cohen_kappa"), e.get("n")] for c, e in crit.items()
+    ]
+    corr = [[c["human"], names[c["metric"]], c["rho"], c["p"], c["n"]] for c in res["correlations"]]
+    best = max(
+        (c for c in res["correlations"] if c["rho"] is not None),
+        key=lambda c: c["rho"],
+        default=None,
+    )
+    if best is None:
+        verdict = "<p>Too few rated items for a rank correlation (at least 3, not all equal).</p>"
+    elif best["rho"] <= 0:
+        verdict = "<p>No metric ranks these outputs like the raters (every ρ ≤ 0).</p>"
+    else:
+        verdict = (
+            f"<p>The metric that ranks these outputs most like the raters: "
+            f"<b>{names[best['metric']]}</b> (ρ = {best['rho']:.3f} with "
+            f"{html.escape(best['human'])}, p = {best['p']:.3g}, n = {best['n']}).</p>"
+        )
+    return [
+        f"<h2>Human ratings · {html.escape(Path(res['sheet']).name)}</h2>",
+        f"<p>{res['rated_items']} of {rep['items']} items rated by {len(rep['raters'])} "
+        f"rater(s): {html.escape(', '.join(rep['raters']))}. Automatic metrics: means over "
+        "the rated items, each output against its reference (sentence level).</p>",
+        _table(["run", *heads, *[names[m] for m in METRICS]], rows),
+        _table(["criterion", "Krippendorff α", "Cohen κ", "n"], agree),
+        "<h3>Rank correlation with the human scores (Spearman)</h3>",
+        _table(["human score", "metric", "ρ", "p", "n"], corr),
+        verdict,
+    ]
+
+
+def build_report(
+    run_dirs: list[str | Path],
+    output: str | Path,
+    overwrite: bool = False,
+    human: list[str | Path] = (),
+) -> Path:
+    """Write the HTML report of ``run_dirs`` and ``human`` rating sheets; return its path."""
     out = Path(output)
     if out.exists() and not overwrite:
         raise RunDirError(f"{out} exists; pass --overwrite to replace it")
     runs = [_read_run(Path(d)) for d in run_dirs]
+    sheets = [human_vs_metrics(sheet) for sheet in human]  # (before anything is drawn)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>tunelab report</title>",
         STYLE,
@@ -279,7 +351,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path, overwrite: bool
                 r["name"],
                 i.get("model", {}).get("name", ""),
                 i.get("method", ""),
-                i.get("status", ""),
+                rundir.run_status(i),
                 p.get("trainable_pct", ""),
                 s.get("steps", ""),
                 s.get("examples_per_s", ""),
@@ -347,6 +419,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path, overwrite: bool
             f"<h2>Suite {html.escape(sname)} · {html.escape(tname)}</h2>",
             _table(["measure", *entries], rows),
         ]
+    parts += [html_part for res in sheets for html_part in _human_section(res)]
     # predictions
     for r in runs:
         if r["predictions"]:

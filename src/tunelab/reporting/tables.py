@@ -120,7 +120,11 @@ def print_human(console, rep: dict[str, Any]) -> None:
         if "mean" in e:
             res = f"{e['mean']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}] (n={e['n']})"
         elif "win_rate" in e:
-            res = ", ".join(f"{k}: {v:.0%}" for k, v in e["win_rate"].items())
+            ci = e.get("win_rate_ci", {})
+            res = ", ".join(
+                f"{k}: {v:.0%}" + (f" [{ci[k][0]:.0%}, {ci[k][1]:.0%}]" if k in ci else "")
+                for k, v in e["win_rate"].items()
+            )
         else:
             res = "no ratings"
         alpha, kappa = e.get("krippendorff_alpha"), e.get("cohen_kappa")
