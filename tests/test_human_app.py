@@ -660,6 +660,9 @@ def test_rating_in_a_real_browser(browser, scale_sheet, tmp_path):
         expected[3][0]["fluency"] = 1
         # kill -9 and restart on the same port: the links still work, every answer is there
         server.kill9()
+        # a request cut off by the kill is logged as a network error; nothing else may be
+        cut = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        assert all(e.get("source") == "network" for e in cut), cut
         server = Server(scale_sheet, port)
         open_page(server.links["alice"])
         assert text("progress") == "3 of 4 answered" and text("position") == "Item 4 of 4"
