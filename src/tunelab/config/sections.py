@@ -132,6 +132,26 @@ class TaskConfig(Section):
     eval_max_examples: int | None = Field(
         None, ge=1, description="Generation: score at most this many validation rows (seeded)."
     )
+    prompt: str | None = Field(
+        None,
+        description="format=prompt_completion: build each prompt from its row with this "
+        "template, as lm-evaluation-harness's doc_to_text: `{passage}\\nQuestion: "
+        "{question}?\\nAnswer:` (Python fields, dotted paths) or Jinja (`{{ passage }}`).",
+    )
+    target_delimiter: str | None = Field(
+        None,
+        description="What stands between a prompt and its answer (lm-evaluation-harness's "
+        "target_delimiter). Unset: choice scoring puts ' ' before each choice (lm-eval's "
+        "default; nothing after a chat template), and plain prompts of generation tasks end "
+        "with a newline. Set: prompts end as written and every answer starts with it.",
+    )
+    text_scoring: Literal["stream", "document"] = Field(
+        "stream",
+        description="format=text: `stream` scores every row in one EOS-separated stream of "
+        "model.max_length blocks; `document` scores each row as its own document from its "
+        "start (lm-evaluation-harness's loglikelihood_rolling: the first token predicted from "
+        "the BOS/prefix token). Word and byte counts come from `fields.original` if given.",
+    )
 
 
 class TaskSpec(Section):

@@ -116,3 +116,29 @@ def render(
     phrasing = phrasings[rng.randrange(len(phrasings))]
     prompt = phrasing.format(**{f: _text(values[f], f) for f in needs})
     return prompt, values[out_field]
+
+
+def render_prompt(template: str, row: dict[str, Any]) -> str:
+    """A prompt from a user's template: Jinja when it holds ``{{``/``{%`` (as
+    lm-evaluation-harness's ``doc_to_text``), else Python format fields with dotted paths.
+    Raises KeyError naming a field the row lacks."""
+    if "{{" in template or "{%" in template:
+        import jinja2
+
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+        try:
+            return env.from_string(template).render(**row)
+        except jinja2.UndefinedError as e:
+            raise KeyError(f"task.prompt: {e.message}") from None
+    import string
+
+    out = []
+    for literal, name, spec, _conversion in string.Formatter().parse(template):
+        out.append(literal)
+        if name is None:
+            continue
+        v = get_path(row, name) if name else None
+        if v is None:
+            raise KeyError(f"task.prompt: the row has no {name!r}")
+        out.append(format(v if isinstance(v, str) else str(v), spec or ""))
+    return "".join(out)

@@ -2,7 +2,7 @@
 
 For each example the model scores every choice as a continuation of the prompt: the summed
 log-probability of the choice's tokens. ``acc`` picks the highest sum; ``acc_norm`` divides each
-sum by the choice's length in bytes first (lm-evaluation-harness's ``acc_norm``). This is also
+sum by the choice's length in characters first (lm-evaluation-harness's ``acc_norm``). This is also
 how a language model classifies without a head: by constrained choice among label words.
 """
 
@@ -112,7 +112,7 @@ def choice_metrics(
     n = max(len(scores), 1)
     acc = sum(max(range(len(s)), key=s.__getitem__) == g for s, g in zip(scores, gold))
     acc_norm = sum(
-        max(range(len(s)), key=lambda j, s=s, cs=cs: s[j] / max(len(cs[j].encode()), 1)) == g
+        max(range(len(s)), key=lambda j, s=s, cs=cs: s[j] / max(len(cs[j]), 1)) == g
         for s, cs, g in zip(scores, choices, gold)
     )
     return {"acc": 100.0 * acc / n, "acc_norm": 100.0 * acc_norm / n}

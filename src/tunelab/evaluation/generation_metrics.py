@@ -100,5 +100,6 @@ def perplexities(nll_sum: float, tokens: int, words: int, nbytes: int) -> dict[s
         "loss": nll_sum / max(tokens, 1),
         "perplexity": math.exp(min(nll_sum / max(tokens, 1), 50.0)),
         "word_perplexity": math.exp(min(nll_sum / max(words, 1), 50.0)),
+        "byte_perplexity": math.exp(min(nll_sum / max(nbytes, 1), 50.0)),
         "bits_per_byte": nll_sum / max(nbytes, 1) / math.log(2),
     }

@@ -9,15 +9,17 @@ FLAN-style templates) or raw documents. The loss covers the response tokens only
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from tunelab.config import TaskConfig
 from tunelab.data.lm_batches import IGNORE, pack_rows, packed_batch, padded_batch
 from tunelab.data.sources import RowProblems, Table, is_missing
-from tunelab.data.templates import get_path, render
+from tunelab.data.templates import get_path, render, render_prompt
 from tunelab.errors import ConfigError, DataError, ModelError
 from tunelab.tasks.base import Split, Task
+from tunelab.tasks.lm_scoring import choice_eval, text_split
 
 #: prompt tokens kept at the end of a truncated prompt (chat markers, the question)
 PROMPT_TAIL = 32
@@ -164,8 +166,11 @@ class GenerationTask(Task):
             )
             return Example(prompt, out, out)
         if f == "prompt_completion":
-            out = need_text("completion")
-            return Example(need_text("prompt"), out, out)
+            out, raw = need_text("completion"), col("completion")
+            if isinstance(raw, bool):  # a yes/no answer (BoolQ's `answer`)
+                out = "yes" if raw else "no"
+            prompt = render_prompt(self.s["prompt"], row) if self.s.get("prompt") else None
+            return Example(prompt or need_text("prompt"), out, out)
         if f == "chat":
             msgs = col("messages")
             if not isinstance(msgs, list) or not msgs:
@@ -201,25 +206,34 @@ class GenerationTask(Task):
             return Example(prompt, response, answers or response)
         raise AssertionError(f)
 
-    def prompt_ids(self, prompt: str | list[dict[str, str]]) -> list[int]:
+    def prompt_text(self, prompt: str | list[dict[str, str]]) -> str:
+        """The prompt as the model reads it: in the chat template, or as written (plain
+        prompts of generation tasks get a newline unless ``task.target_delimiter`` is set)."""
         tok = self.tokenizer
         if self.use_chat:
             msgs = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
             if self.s["system_prompt"] and msgs[0]["role"] != "system":
                 msgs = [{"role": "system", "content": self.s["system_prompt"]}, *msgs]
-            text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-            return tok(text, add_special_tokens=False)["input_ids"]
+            return tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         if isinstance(prompt, list):  # chat rows without a chat template (refused above)
             prompt = "\n".join(m["content"] for m in prompt)
-        if self.seq2seq:
-            return tok(prompt)["input_ids"]
-        return tok(prompt + "\n")["input_ids"]
+        return prompt
+
+    def prompt_ids(self, prompt: str | list[dict[str, str]]) -> list[int]:
+        tok = self.tokenizer
+        text = self.prompt_text(prompt)
+        if self.use_chat:
+            return tok(text, add_special_tokens=False)["input_ids"]
+        if self.seq2seq or self.s.get("target_delimiter") is not None:
+            return tok(text)["input_ids"]
+        return tok(text + "\n")["input_ids"]
 
     def response_ids(self, response: str) -> list[int]:
         tok = self.tokenizer
         if self.seq2seq:
             return tok(text_target=response)["input_ids"]
-        ids = tok(response, add_special_tokens=False)["input_ids"]
+        delim = self.s.get("target_delimiter") or ""
+        ids = tok(delim + response, add_special_tokens=False)["input_ids"]
         return ids + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
 
     def _fit(self, p: list[int], r: list[int]) -> tuple[list[int], list[int]] | None:
@@ -257,6 +271,9 @@ class GenerationTask(Task):
                 continue
             p, r = self.prompt_ids(ex.prompt), self.response_ids(ex.response)
             fitted = self._fit(p, r)
+            if fitted is None and not self.reference_loss:  # choices only: lm-eval cuts the
+                half = self.max_length // 2  # prompt from the left when it scores (unused here)
+                fitted = p[-half:], r[:half]
             if fitted is None:
                 too_long.append((rid, f"longer than model.max_length={self.max_length} tokens"))
                 continue
@@ -296,53 +313,7 @@ class GenerationTask(Task):
         return {"input_ids": ids, "labels": labels, "prompt_len": len(p)}
 
     def _text_split(self, table: Table, name: str, on_error: str) -> Split:
-        """Raw documents, EOS-separated, cut into blocks of model.max_length tokens."""
-        tok = self.tokenizer
-        column = self.s["fields"].get("text", "text")
-        problems = RowProblems(table.source, on_error)
-        stream: list[int] = []
-        words = nbytes = 0
-        choices = column.split("|")  # e.g. "document|text": the first column a row has
-        for row, rid in zip(table.rows, table.row_ids):
-            text = next((v for c in choices if isinstance(v := get_path(row, c), str)), None)
-            if text is None:
-                problems.add(rid, f"{column} is missing or not text")
-                continue
-            if not text.strip():
-                continue  # blank lines of a document file
-            stream += tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            words += len(text.split())
-            nbytes += len(text.encode("utf-8"))
-        skipped = problems.finish(table.skipped)
-        L = self.max_length
-        ctx = min(int(self.s.get("context_tokens") or 0), L - 1)
-        # rolling windows (lm-evaluation-harness): the first block is scored whole; each later
-        # one scores L - ctx new tokens and reads the ctx tokens before them as context only
-        features, scored = [], []
-        start = 0
-        while start < len(stream):
-            size = L if start == 0 else L - ctx
-            lo = max(0, start - ctx) if start else 0
-            ids = stream[lo : start + size]
-            labels = [IGNORE] * (start - lo) + stream[start : start + size]
-            if len(ids) > 1:
-                features.append({"input_ids": ids, "labels": labels, "prompt_len": 0})
-                scored.append(len(labels) - (start - lo))
-            start += size
-        if not features:
-            raise DataError(f"{table.source}: no text for split {name!r}; the split is empty")
-        share = [n / len(stream) for n in scored]
-        records = [
-            {
-                "row": i,
-                "prompt": "",
-                "reference": None,
-                "response_words": words * s,
-                "response_bytes": nbytes * s,
-            }
-            for i, s in enumerate(share)
-        ]
-        return Split(name, features, records, skipped)
+        return text_split(self, table, name, on_error)
 
     # -- batches -----------------------------------------------------------------------------
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
@@ -428,21 +399,24 @@ class GenerationTask(Task):
         return out
 
     # -- evaluation ----------------------------------------------------------------------------
-    def evaluate(
-        self, model, split: Split, batch_size: int, accelerator
-    ) -> tuple[dict, list[dict]]:
+    #: score the references' log-likelihood (loss, perplexity); a choice-only suite task
+    #: turns it off, as lm-evaluation-harness scores only the choices
+    reference_loss: bool = True
+    #: what the last evaluation fed the model: {"tokens": input tokens, "seconds": wall time}
+    last_forward: dict[str, float] | None = None
+
+    def _reference_nll(self, model, split: Split, idx_all, batch_size: int, accelerator):
+        """(summed NLL, predicted tokens) of the references, over every process."""
         import torch
         from accelerate.utils import gather_object
 
         from tunelab.data.batching import eval_batches
-        from tunelab.evaluation.generation_metrics import perplexities, score
 
-        idx_all = list(range(len(split)))
-        if self.s["eval_max_examples"] and len(split) > self.s["eval_max_examples"]:
-            idx_all = sorted(random.Random(self.seed).sample(idx_all, self.s["eval_max_examples"]))
-        sub_lengths = [split.lengths[i] for i in idx_all]
+        if not self.reference_loss:
+            return 0.0, 0
         model.eval()
         nll_sum, tokens = 0.0, 0
+        sub_lengths = [split.lengths[i] for i in idx_all]
         with torch.inference_mode():
             for local in eval_batches(
                 sub_lengths, batch_size, accelerator.process_index, accelerator.num_processes
@@ -456,15 +430,29 @@ class GenerationTask(Task):
         totals = [(nll_sum, tokens)]
         if accelerator.num_processes > 1:
             totals = gather_object(totals)
-        nll_sum, tokens = sum(t[0] for t in totals), sum(t[1] for t in totals)
+        return sum(t[0] for t in totals), sum(t[1] for t in totals)
+
+    def evaluate(
+        self, model, split: Split, batch_size: int, accelerator
+    ) -> tuple[dict, list[dict]]:
+        from tunelab.evaluation.generation_metrics import perplexities, score
+
+        idx_all = list(range(len(split)))
+        if self.s["eval_max_examples"] and len(split) > self.s["eval_max_examples"]:
+            idx_all = sorted(random.Random(self.seed).sample(idx_all, self.s["eval_max_examples"]))
+        t0 = time.perf_counter()
+        nll_sum, tokens = self._reference_nll(model, split, idx_all, batch_size, accelerator)
         recs = [split.records[i] for i in idx_all]
         words = sum(r["response_words"] for r in recs)
         nbytes = sum(r["response_bytes"] for r in recs)
-        metrics: dict[str, Any] = perplexities(nll_sum, tokens, int(words), int(nbytes))
-        metrics["n"] = len(idx_all)
+        metrics: dict[str, Any] = {}
+        if self.reference_loss:
+            metrics.update(perplexities(nll_sum, tokens, int(words), int(nbytes)))
+        documents = self.s["format"] == "text" and self.s["text_scoring"] == "document"
+        metrics["n"] = len({r["row"] for r in recs}) if documents else len(idx_all)
         rows: list[dict[str, Any]] = []
         if "choice" in self.s["metrics"] and self.s["format"] != "text":
-            metrics.update(self._choice_eval(model, split, idx_all, batch_size, accelerator))
+            metrics.update(choice_eval(self, model, split, idx_all, batch_size, accelerator))
         gen_metrics = [m for m in self.s["metrics"] if m != "choice"]
         if gen_metrics and self.s["format"] != "text":
             preds = self.generate_for(
@@ -488,6 +476,11 @@ class GenerationTask(Task):
                 for r, p in zip(recs, preds)
             ]
         chosen = metrics.pop("choice_predictions", None)
+        lls = metrics.pop("choice_loglikelihoods", None)
+        fed = metrics.pop("choice_forward_tokens", 0)
+        if self.reference_loss:
+            fed += sum(split.lengths[i] for i in idx_all)
+        self.last_forward = {"tokens": fed, "seconds": time.perf_counter() - t0}
         if chosen is not None:
             if not rows:
                 rows = [
@@ -499,50 +492,10 @@ class GenerationTask(Task):
                     }
                     for r, c in zip(recs, chosen)
                 ]
-            for row, c in zip(rows, chosen):
+            for row, c, ll in zip(rows, chosen, lls):
                 row["choice"] = c
+                row["loglikelihoods"] = [round(x, 6) for x in ll]
         return metrics, rows
-
-    def _choice_eval(
-        self, model, split: Split, idx_all: list[int], batch_size: int, accelerator
-    ) -> dict[str, Any]:
-        """Log-likelihood multiple choice: acc, acc_norm and each row's choice."""
-        from tunelab.evaluation.choice import choice_loglikelihoods, choice_metrics, gold_index
-
-        recs = [split.records[i] for i in idx_all]
-        options = [r.get("choices") or list(self.s["choices"]) for r in recs]
-        gold = []
-        for r, opts in zip(recs, options):
-            ref = r["reference"]
-            if isinstance(ref, int) and not isinstance(ref, bool) and "choices" in r:
-                gold.append(ref)
-            else:
-                gold.append(gold_index(ref, opts))
-        eos = self.tokenizer.eos_token_id
-
-        def ids(text: str) -> list[int]:
-            out = self.response_ids(text)
-            return out[:-1] if out and out[-1] == eos and len(out) > 1 else out
-
-        prompts = [
-            split.features[i]["input_ids"][: split.features[i]["prompt_len"]] for i in idx_all
-        ]
-        scores = choice_loglikelihoods(
-            model,
-            prompts,
-            [[ids(o) for o in opts] for opts in options],
-            self.pad_id if self.pad_id is not None else 0,
-            batch_size,
-            accelerator.device,
-            self.seq2seq,
-            accelerator.autocast,
-        )
-        model.train(False)
-        out = choice_metrics(scores, options, gold)
-        out["choice_predictions"] = [
-            opts[max(range(len(s)), key=s.__getitem__)] for s, opts in zip(scores, options)
-        ]
-        return out
 
     def generation_kwargs(self, **over) -> dict[str, Any]:
         s = {**self.s, **{k: v for k, v in over.items() if v is not None}}

@@ -37,14 +37,16 @@ def load_generation_target(
     target: str | os.PathLike | LoadedRun,
     trust_remote_code: bool = False,
     allow_classifier: bool = False,
+    precision: str | None = None,
 ) -> GenerationTarget:
     """Load what ``target`` names. A run's own kind is kept; a finished classification run is
-    refused unless ``allow_classifier`` (suites score classifiers through their head)."""
+    refused unless ``allow_classifier`` (suites score classifiers through their head).
+    ``precision`` (fp32, bf16, auto) overrides the run's or the default ``auto``."""
     from tunelab.models.loading import load_tokenizer
     from tunelab.models.registry import resolve_model
 
     if isinstance(target, LoadedRun) or rundir.is_run_dir(target):
-        run = loaded(target, trust_remote_code)
+        run = loaded(target, trust_remote_code, precision)
         if run.task.kind == "classification" and not allow_classifier:
             raise ConfigError(
                 f"{run.run_dir} is a {run.task.kind} run; generate needs a generation run "
@@ -58,7 +60,7 @@ def load_generation_target(
         {
             "model": {"name": name, "trust_remote_code": trust_remote_code},
             "task": {"type": "generation", "format": "prompt_completion"},
-            "training": {"progress": False},
+            "training": {"progress": False, "precision": precision or "auto"},
         }
     )
     resolved = resolve_model(cfg.model.name, cfg.model.revision)

@@ -42,8 +42,11 @@ class OpenedRun:
     task: Any
 
 
-def open_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> OpenedRun:
-    """Read a completed run directory (no weights loaded)."""
+def open_run(
+    run_dir: str | os.PathLike, trust_remote_code: bool = False, precision: str | None = None
+) -> OpenedRun:
+    """Read a completed run directory (no weights loaded); ``precision`` overrides the run's
+    ``training.precision`` for scoring (fp32, bf16, auto)."""
     from tunelab.models.loading import load_tokenizer
     from tunelab.models.registry import ResolvedModel, resolve_model
 
@@ -57,6 +60,8 @@ def open_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> Ope
     cfg = load_config(run_dir / rundir.CONFIG)
     cfg.training.progress = False
     cfg.model.trust_remote_code = trust_remote_code
+    if precision:
+        cfg.training.precision = precision
     m = info["model"]
     try:
         resolved = resolve_model(cfg.model.name, cfg.model.revision)
@@ -68,13 +73,15 @@ def open_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> Ope
     return OpenedRun(run_dir, cfg, info, resolved, accelerator, task)
 
 
-def load_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> LoadedRun:
+def load_run(
+    run_dir: str | os.PathLike, trust_remote_code: bool = False, precision: str | None = None
+) -> LoadedRun:
     """Load a completed run's model (base + method weights) and task.
 
     ``trust_remote_code`` comes from the caller only: a run directory's own config cannot turn
     it on (a run directory may come from someone else).
     """
-    run = open_run(run_dir, trust_remote_code)
+    run = open_run(run_dir, trust_remote_code, precision)
     method = get_method(run.config.method)
     base = run.task.build_model(run.resolved, trust_remote_code)
     folder = run.run_dir / rundir.MODEL
@@ -88,9 +95,13 @@ def load_run(run_dir: str | os.PathLike, trust_remote_code: bool = False) -> Loa
     return LoadedRun(run.run_dir, run.config, run.task, model, run.accelerator, run.info)
 
 
-def loaded(run: str | os.PathLike | LoadedRun, trust_remote_code: bool = False) -> LoadedRun:
+def loaded(
+    run: str | os.PathLike | LoadedRun,
+    trust_remote_code: bool = False,
+    precision: str | None = None,
+) -> LoadedRun:
     """``run`` itself when it is already loaded, else :func:`load_run`."""
-    return run if isinstance(run, LoadedRun) else load_run(run, trust_remote_code)
+    return run if isinstance(run, LoadedRun) else load_run(run, trust_remote_code, precision)
 
 
 def eval_batch_size(cfg: RunConfig, given: int | None = None) -> int:

@@ -24,6 +24,7 @@ from tunelab import rundir
 from tunelab.config import Section, format_validation_error, load_config
 from tunelab.data.augment import input_columns
 from tunelab.data.sources import Table, read_table
+from tunelab.data.wikitext import page_rows
 from tunelab.errors import ConfigError, DataError
 from tunelab.evaluation import fairness
 from tunelab.evaluation.generation_metrics import token_f1
@@ -69,6 +70,14 @@ class SuiteTask(Section):
         description="Classification: {text: COLUMN, text_pair: COLUMN, label: COLUMN}.",
     )
     max_examples: int | None = Field(None, ge=1, description="Score a seeded subset this size.")
+    limit: int | None = Field(
+        None, ge=1, description="Score only the first N rows (lm-evaluation-harness's --limit)."
+    )
+    prepare: Literal["none", "wikitext_pages"] = Field(
+        "none",
+        description="`wikitext_pages`: the rows are the lines of a WikiText file; score them "
+        "as pages (columns `page` as written, `text` detokenized), as lm-eval's wikitext task.",
+    )
     robustness: bool = Field(True, description="Include this task in the robustness runs.")
 
 
@@ -107,10 +116,10 @@ def load_suite(path: str | Path) -> tuple[Suite, Path]:
 class Target:
     """What a suite scores: a model (with its tokenizer and accelerator) and its task kind."""
 
-    def __init__(self, target: str, trust_remote_code: bool = False):
+    def __init__(self, target: str, trust_remote_code: bool = False, precision: str | None = None):
         path = Path(target)
         self.name = path.name if path.is_dir() else target
-        t = load_generation_target(target, trust_remote_code, allow_classifier=True)
+        t = load_generation_target(target, trust_remote_code, True, precision)
         self.run, self.cfg, self.model = t.run, t.config, t.model
         self.accelerator, self.task, self.tokenizer = t.accelerator, t.task, t.tokenizer
         self.kind = t.task.kind
@@ -157,6 +166,8 @@ def _task_for(target: Target, st: SuiteTask, suite: Suite):
     except ConfigError as e:
         raise ConfigError(f"suite task {st.name!r}: {e}") from None
     task = GenerationTask.from_config(cfg, None, target.tokenizer)
+    # a choice-only task reports acc/acc_norm; like lm-eval it scores only the choices
+    task.reference_loss = list(cfg.task.metrics) != ["choice"]
     return task
 
 
@@ -213,10 +224,13 @@ def run_suite(
     batch_size: int | None = None,
     trust_remote_code: bool = False,
     console=None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Score ``target`` on every task of the suite; write and return the results (in the run's
     ``eval/`` folder, ``output``, or ``runs/eval-NAME``)."""
-    return run_suite_to_file(target, suite_path, output, batch_size, trust_remote_code, console)[0]
+    return run_suite_to_file(
+        target, suite_path, output, batch_size, trust_remote_code, console, precision
+    )[0]
 
 
 def run_suite_to_file(
@@ -226,10 +240,11 @@ def run_suite_to_file(
     batch_size: int | None = None,
     trust_remote_code: bool = False,
     console=None,
+    precision: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """:func:`run_suite`, also returning the path of the results file."""
     suite, base_dir = load_suite(suite_path)
-    t = Target(target, trust_remote_code)
+    t = Target(target, trust_remote_code, precision)
     out_dir = Path(output) if output else (t.out_dir or Path("runs") / f"eval-{t.name}")
     bs = batch_size or t.cfg.training.eval_batch_size or 2 * t.cfg.training.batch_size
     rob = suite.robustness
@@ -245,6 +260,11 @@ def run_suite_to_file(
         if not st.data.startswith("hub:") and not Path(src).exists():
             raise DataError(f"suite task {st.name!r}: data file not found: {src}")
         table = read_table(src, split=st.split, on_error="skip", defer=False)
+        if st.prepare == "wikitext_pages":
+            rows = page_rows(table.rows, "text")
+            table = Table(table.source, ["page", "text"], rows, list(range(1, len(rows) + 1)), [])
+        if st.limit and len(table) > st.limit:
+            table = table.subset(list(range(st.limit)), table.skipped)
         if st.max_examples and len(table) > st.max_examples:
             idx = sorted(
                 random.Random(f"{suite.seed}:{st.name}").sample(range(len(table)), st.max_examples)
@@ -258,6 +278,13 @@ def run_suite_to_file(
         split = task.table_to_split(table, st.name, on_error="skip")
         metrics, rows = task.evaluate(t.model, split, bs, t.accelerator)
         key = main_metric(task)
+        fed = getattr(task, "last_forward", None)
+        if fed and fed["seconds"] > 0:
+            metrics["forward_tokens_per_s"] = round(fed["tokens"] / fed["seconds"], 1)
+            say(
+                f"{st.name}: {fed['tokens']:,} tokens in {fed['seconds']:.1f} s "
+                f"({metrics['forward_tokens_per_s']:,.0f} forward tokens/s)"
+            )
         entry: dict[str, Any] = {
             "metric": key,
             "clean": metrics,

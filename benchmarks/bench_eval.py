@@ -1,0 +1,156 @@
+"""tunelab's own scoring against lm-evaluation-harness on the same rows, in one invocation.
+
+    python benchmarks/bench_eval.py [--rows 400] [--docs 6] [--batch 8] [--precision fp32]
+
+SmolLM2-135M-Instruct (the embedded GGUF, converted once). BoolQ: the first ``rows`` rows of
+``../shared/data/boolq/dev_2000.jsonl`` with lm-eval's prompt and choices; WikiText-2: the first
+``docs`` pages of the test file, detokenized, each scored from its start. tunelab runs
+``suites/lm_eval_parity.yaml``; lm-eval runs its own task definitions (``lm_eval_tasks/``) through
+``tunelab eval --lm-eval`` on the same loaded model. Each tool runs in its own process. Printed:
+the metrics side by side, per-row agreement (choices, largest log-likelihood difference),
+wall time, scoring time and tokens/s for both, and the tunelab/lm-eval ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "smollm2-135m-instruct"
+
+
+def _suite(tmp: Path, task: str, limit: int) -> Path:
+    suite = yaml.safe_load((ROOT / "suites/lm_eval_parity.yaml").read_text())
+    keep = [t for t in suite["tasks"] if t["name"] == task]
+    for t in keep:
+        t["limit"] = limit
+        t["data"] = str((ROOT / "suites" / t["data"]).resolve())
+    suite["tasks"], suite["name"] = keep, f"parity_{task}"
+    path = tmp / f"{task}.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def worker(tool: str, task: str, limit: int, batch: int, precision: str, out: Path) -> dict:
+    t0 = time.perf_counter()
+    if tool == "tunelab":
+        from tunelab.workflows.suite import run_suite
+
+        res = run_suite(
+            MODEL, _suite(out, task, limit), output=out, batch_size=batch, precision=precision
+        )
+        entry = next(iter(res["tasks"].values()))
+        rows = []
+        if task == "boolq":
+            pred = out / f"suite-parity_{task}-{task}.jsonl"
+            rows = [json.loads(x)["loglikelihoods"] for x in pred.open()]
+        return {"wall_s": time.perf_counter() - t0, "metrics": entry["clean"], "rows": rows}
+    from tunelab.workflows.lm_eval_backend import run_lm_eval
+
+    res, _ = run_lm_eval(
+        MODEL,
+        [f"{task}_local"],
+        ROOT / "lm_eval_tasks",
+        limit=limit,
+        batch_size=batch,
+        output=out,
+        max_length=2048,
+        precision=precision,
+    )
+    entry = res["tasks"][f"{task}_local"]
+    rows = [r["loglikelihoods"] for r in sorted(entry["rows"], key=lambda r: r["doc_id"])]
+    return {"wall_s": time.perf_counter() - t0, "metrics": entry["clean"], "rows": rows}
+
+
+def run(tool: str, task: str, args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            tool,
+            task,
+            str(args.rows if task == "boolq" else args.docs),
+            str(args.batch),
+            args.precision,
+            tmp,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{tool} {task} failed:\n{proc.stderr[-3000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=400)
+    ap.add_argument("--docs", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        tool, task, limit, batch, precision, out = args.worker
+        print(json.dumps(worker(tool, task, int(limit), int(batch), precision, Path(out))))
+        return 0
+    from transformers import AutoTokenizer
+
+    from tunelab.models.loading import model_path
+    from tunelab.models.registry import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(model_path(resolve_model(MODEL)))
+    res = {
+        (tool, task): run(tool, task, args)
+        for task in ("boolq", "wikitext")
+        for tool in ("lm-eval", "tunelab")
+    }
+    with open(ROOT.parent / "shared/data/boolq/dev_2000.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(x) for x in fh]
+    prompt = "{passage}\nQuestion: {question}?\nAnswer:"
+    boolq_tokens = sum(len(tok(prompt.format(**r))["input_ids"]) for r in rows[: args.rows])
+    ours, theirs = res[("tunelab", "boolq")]["rows"], res[("lm-eval", "boolq")]["rows"]
+    agree = sum(
+        max(range(2), key=a.__getitem__) == max(range(2), key=b.__getitem__)
+        for a, b in zip(ours, theirs)
+    )
+    worst = max(abs(x - y) for a, b in zip(ours, theirs) for x, y in zip(a, b))
+    print(
+        f"\nSmolLM2-135M-Instruct, {args.precision}, batch {args.batch}; BoolQ first "
+        f"{args.rows} rows ({boolq_tokens:,} prompt tokens), WikiText-2 first {args.docs} pages"
+    )
+    print(
+        f"BoolQ per-row agreement: {agree}/{len(ours)} choices; largest log-likelihood "
+        f"difference {worst:.2e} nats"
+    )
+    print(f"{'task':9s} {'metric':16s} {'lm-eval':>10s} {'tunelab':>10s} {'rel diff':>9s}")
+    for task, keys in (
+        ("boolq", ("acc", "acc_norm")),
+        ("wikitext", ("word_perplexity", "byte_perplexity", "bits_per_byte")),
+    ):
+        for k in keys:
+            a, b = res[("lm-eval", task)]["metrics"][k], res[("tunelab", task)]["metrics"][k]
+            print(f"{task:9s} {k:16s} {a:10.4f} {b:10.4f} {abs(b - a) / max(abs(a), 1e-12):9.2e}")
+    print(f"\n{'task':9s} {'tool':8s} {'wall s':>8s} {'tokens/s':>9s} {'ratio':>6s}")
+    for task in ("boolq", "wikitext"):
+        lm = res[("lm-eval", task)]["wall_s"]
+        for tool in ("lm-eval", "tunelab"):
+            w = res[(tool, task)]["wall_s"]
+            fwd = res[(tool, task)]["metrics"].get("forward_tokens_per_s", "")
+            tps = f"{boolq_tokens / w:9.0f}" if task == "boolq" else f"{'':9s}"
+            print(
+                f"{task:9s} {tool:8s} {w:8.1f} {tps} {lm / w:6.2f}x"
+                + (f"   (tunelab's own count: {fwd:,.0f} forward tokens/s)" if fwd else "")
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
