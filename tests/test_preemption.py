@@ -277,40 +277,50 @@ def _workers(launcher_pid: int, n: int = 2, timeout: float = 120) -> list[int]:
     raise AssertionError("no workers")
 
 
-@pytest.mark.distributed
-def test_two_processes_stop_at_one_step_and_resume_exactly(long_config):
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--config_file",
+    str(ROOT / "configs/accelerate/two_processes.yaml"),
+    "-m",
+    "tunelab.cli",
+]
+
+
+@pytest.fixture(scope="module")
+def reference_two(long_config):
     cfg, tmp = long_config
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(ROOT / "configs/accelerate/two_processes.yaml"),
-        "-m",
-        "tunelab.cli",
-    ]
     env = _env(MASTER_PORT=str(29500 + os.getpid() % 1000))
     ref_cfg = {**cfg, "output": {"dir": str(tmp / "runs"), "name": "ref2"}}
-    ref = _train(_write(ref_cfg, tmp / "ref2.yaml"), env=env, launcher=launch)
+    ref = _train(_write(ref_cfg, tmp / "ref2.yaml"), env=env, launcher=LAUNCH)
     assert ref.wait(timeout=900) == 0, _stderr(ref)[-3000:]
-    stop_cfg = {**cfg, "output": {"dir": str(tmp / "runs"), "name": "two"}}
-    path = _write(stop_cfg, tmp / "two.yaml")
-    run = tmp / "runs" / "two"
-    proc = _train(path, env=env, launcher=launch)
+    return tmp / "runs" / "ref2"
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGUSR1"])
+def test_two_processes_stop_at_one_step_and_resume_exactly(sig, long_config, reference_two):
+    cfg, tmp = long_config
+    env = _env(MASTER_PORT=str(29600 + os.getpid() % 1000))
+    stop_cfg = {**cfg, "output": {"dir": str(tmp / "runs"), "name": f"two-{sig}"}}
+    path = _write(stop_cfg, tmp / f"two-{sig}.yaml")
+    run = tmp / "runs" / f"two-{sig}"
+    proc = _train(path, env=env, launcher=LAUNCH)
     workers = _workers(proc.pid)
-    _wait_for_step(run, random.Random("two").randint(8, 500), proc)
-    os.kill(workers[-1], signal.SIGUSR1)  # one rank only, as a pre-emption notice may come
+    _wait_for_step(run, random.Random(f"two-{sig}").randint(8, 500), proc)
+    os.kill(workers[-1], getattr(signal, sig))  # one rank only, as a pre-emption notice may come
     assert proc.wait(timeout=300) != 0
     info = json.loads((run / "run.json").read_text())
     step = info["ended"]["step"]
-    assert info["status"] == "interrupted" and info["ended"]["signal"] == "SIGUSR1"
+    assert info["status"] == "interrupted" and info["ended"]["signal"] == sig
     assert (run / "checkpoints" / f"step-{step:07d}" / "COMPLETE").is_file()
     # every rank stopped at that step: the one checkpoint holds both ranks' RNG states
     rng = json.loads((run / "checkpoints" / f"step-{step:07d}" / "rng.json").read_text())
     assert len(rng) == 2
-    again = _train(path, "--resume", env=env, launcher=launch)
+    again = _train(path, "--resume", env=env, launcher=LAUNCH)
     assert again.wait(timeout=900) == 0, _stderr(again)[-3000:]
-    _same_weights(run, tmp / "runs" / "ref2")
+    _same_weights(run, reference_two)
 
 
 def test_compare_stopped_by_a_signal_keeps_its_runs_and_resumes(tiny_bert, keyword_data, tmp_path):

@@ -20,13 +20,16 @@ def choice_loglikelihoods(
     device,
     seq2seq: bool = False,
     autocast=None,
+    causal_mask_only: bool = False,
 ) -> list[list[float]]:
     """Summed log-probability of each choice's token ids after its example's prompt ids
     (``autocast``: a callable giving a fresh mixed-precision context per batch).
 
     A decoder scores an example whose choices are all one token long (yes/no, label words)
     in one row: the prompt's last position predicts every choice. Other examples take one row
-    per choice. Only the scored positions go through the log-softmax.
+    per choice. Only the scored positions go through the log-softmax. ``causal_mask_only``
+    (a causal SDPA model): rows are right-padded and only real positions are read, so no
+    attention mask is needed, and SDPA takes its causal kernel.
     """
     import contextlib
 
@@ -49,14 +52,14 @@ def choice_loglikelihoods(
         for start in range(0, len(order), batch_size):
             chunk = [rows[k] for k in order[start : start + batch_size]]
             with autocast() if autocast is not None else contextlib.nullcontext():
-                scores = _score(model, chunk, pad_id, device, seq2seq)
+                scores = _score(model, chunk, pad_id, device, seq2seq, causal_mask_only)
             for (i, _, _, _), per_choice in zip(chunk, scores):
                 for j, value in per_choice.items():
                     out[i][j] = value
     return out
 
 
-def _score(model, chunk, pad: int, device, seq2seq: bool) -> list[dict[int, float]]:
+def _score(model, chunk, pad: int, device, seq2seq: bool, no_mask: bool = False):
     import torch
 
     if seq2seq:
@@ -87,11 +90,11 @@ def _score(model, chunk, pad: int, device, seq2seq: bool) -> list[dict[int, floa
     spans = [(len(p) - 1, max(len(c), 1)) for _, p, c, _ in chunk]
     keep = sorted({t for first, n in spans for t in range(first, first + n)})
     column = {t: k for k, t in enumerate(keep)}
+    inputs = {"input_ids": ids.to(device)}
+    if not no_mask:
+        inputs["attention_mask"] = mask.to(device)
     logits = model(
-        input_ids=ids.to(device),
-        attention_mask=mask.to(device),
-        use_cache=False,
-        logits_to_keep=torch.tensor(keep, device=device),
+        **inputs, use_cache=False, logits_to_keep=torch.tensor(keep, device=device)
     ).logits
     out = []
     for r, (_, _, _, choices) in enumerate(chunk):

@@ -36,3 +36,15 @@ def parameter_report(model) -> dict[str, Any]:
         "total": total,
         "trainable_pct": 100.0 * trainable / max(total, 1),
     }
+
+
+def causal_sdpa(model) -> bool:
+    """Whether ``model`` (a decoder; tunelab's method wrappers pass their base's config on)
+    attends through SDPA, whose mask serves attention only (flash-attention-2 also unpads with
+    it; remote code and bidirectional decoders may differ)."""
+    config = getattr(model, "config", None)
+    return (
+        getattr(config, "_attn_implementation", None) == "sdpa"
+        and not getattr(config, "use_bidirectional_attention", False)
+        and not getattr(config, "auto_map", None)
+    )

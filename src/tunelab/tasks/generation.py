@@ -18,6 +18,7 @@ from tunelab.data.lm_batches import IGNORE, pack_rows, packed_batch, padded_batc
 from tunelab.data.sources import RowProblems, Table, is_missing
 from tunelab.data.templates import get_path, render, render_prompt
 from tunelab.errors import ConfigError, DataError, ModelError
+from tunelab.models.layers import causal_sdpa
 from tunelab.tasks.base import Split, Task
 from tunelab.tasks.lm_scoring import choice_eval, text_split
 
@@ -35,18 +36,6 @@ class Example:
 def is_seq2seq(model_or_config) -> bool:
     config = getattr(model_or_config, "config", model_or_config)
     return bool(getattr(config, "is_encoder_decoder", False))
-
-
-def _causal_sdpa(model) -> bool:
-    """Whether ``model`` (a decoder; tunelab's method wrappers pass their base's config on)
-    attends through SDPA, whose mask serves attention only (flash-attention-2 also unpads with
-    it; remote code and bidirectional decoders may differ)."""
-    config = getattr(model, "config", None)
-    return (
-        getattr(config, "_attn_implementation", None) == "sdpa"
-        and not getattr(config, "use_bidirectional_attention", False)
-        and not getattr(config, "auto_map", None)
-    )
 
 
 def _right_padded(mask) -> bool:
@@ -350,7 +339,7 @@ class GenerationTask(Task):
         if (
             mask is not None
             and "position_ids" not in inputs
-            and _causal_sdpa(model)
+            and causal_sdpa(model)
             and _right_padded(mask)
         ):
             # a causal row's real tokens never attend to the padding after them, so the mask

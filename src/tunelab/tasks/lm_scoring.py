@@ -21,6 +21,7 @@ from tunelab.data.lm_batches import IGNORE
 from tunelab.data.sources import RowProblems
 from tunelab.data.templates import get_path
 from tunelab.errors import DataError
+from tunelab.models.layers import causal_sdpa
 from tunelab.tasks.base import Split
 
 
@@ -91,6 +92,7 @@ def choice_eval(task, model, split: Split, idx_all: list[int], batch_size: int, 
         accelerator.device,
         task.seq2seq,
         accelerator.autocast,
+        causal_mask_only=not task.seq2seq and causal_sdpa(model),
     )
     model.train(False)
     out = choice_metrics(scores, options, gold)
