@@ -34,6 +34,7 @@ from tunelab.workflows.adapters import (
 )
 from tunelab.workflows.compare import compare, per_method_overrides
 from tunelab.workflows.demo import run_demo
+from tunelab.workflows.export import export_run
 from tunelab.workflows.generate import (
     Chat,
     GenerationTarget,
@@ -57,6 +58,7 @@ from tunelab.workflows.runs import (
     open_run,
     predict,
 )
+from tunelab.workflows.serve import serve
 from tunelab.workflows.single import RunResult, train_single
 from tunelab.workflows.suite import run_suite
 from tunelab.workflows.train import (
@@ -85,6 +87,7 @@ __all__ = [
     "create_rating_app",
     "earlier_stage_retention",
     "evaluate",
+    "export_run",
     "export_sheet",
     "fingerprint_model",
     "fingerprint_split",
@@ -112,6 +115,7 @@ __all__ = [
     "run_demo",
     "run_suite",
     "score_probes",
+    "serve",
     "serve_ratings",
     "train",
     "train_per_task_adapters",

@@ -20,6 +20,8 @@ class Method(ABC):
     section: str | None = None
     #: saves a PEFT adapter folder, so runs load side by side on one base (``load_adapters``)
     saves_peft_adapter: bool = False
+    #: PEFT serves rows of several of these adapters in one batch (``adapter_names``)
+    mixed_adapter_batches: bool = False
     #: adapters of several runs can be summed into one (``tunelab combine``)
     combinable: bool = False
     #: ``merge`` gives a plain transformers model (a stage can hand its weights on)

@@ -66,6 +66,7 @@ class LoraMethod(Method):
     section = "lora"
     saves_peft_adapter = True
     combinable = True
+    mixed_adapter_batches = True
 
     def peft_config(self, model, cfg, head_modules: list[str]):
         from peft import LoraConfig
@@ -125,3 +126,4 @@ class DoraMethod(LoraMethod):
     description = "DoRA: LoRA with a learned magnitude per output (PEFT); options under lora:."
     use_dora = True
     combinable = False  # PEFT's weighted sums are defined for plain LoRA updates
+    mixed_adapter_batches = False  # PEFT refuses adapter_names when DoRA is enabled

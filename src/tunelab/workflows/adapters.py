@@ -49,7 +49,12 @@ def parse_weights(text: str | None, runs: dict[str, Any]) -> dict[str, float] | 
     return dict(zip(runs, values))
 
 
-def _check_runs(runs: dict[str, Any], allowed: list[str]) -> dict[str, OpenedRun]:
+def _check_runs(
+    runs: dict[str, Any],
+    allowed: list[str],
+    trust_remote_code: bool = False,
+    precision: str | None = None,
+) -> dict[str, OpenedRun]:
     """Open each run; check they share base model, task and a PEFT method."""
     if not runs:
         raise ConfigError("give at least one run")
@@ -57,7 +62,7 @@ def _check_runs(runs: dict[str, Any], allowed: list[str]) -> dict[str, OpenedRun
     for name, path in runs.items():
         if not name or "/" in name or name.startswith("."):
             raise ConfigError(f"adapter name {name!r} must be a plain word")
-        opened[name] = open_run(Path(path))
+        opened[name] = open_run(Path(path), trust_remote_code, precision)
     first = next(iter(opened.values()))
     first_dir, info0 = first.run_dir, first.info
     for run in opened.values():
@@ -113,14 +118,20 @@ def _expand(runs: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
 class AdapterSet:
     """PEFT adapters of several runs on one base model."""
 
-    def __init__(self, runs: dict[str, str | os.PathLike] | str | os.PathLike):
+    def __init__(
+        self,
+        runs: dict[str, str | os.PathLike] | str | os.PathLike,
+        trust_remote_code: bool = False,
+        precision: str | None = None,
+    ):
         from peft import PeftModel
 
         runs = _expand(runs)
-        opened = self.opened = _check_runs(runs, methods_where(saves_peft_adapter=True))
+        peft_methods = methods_where(saves_peft_adapter=True)
+        opened = self.opened = _check_runs(runs, peft_methods, trust_remote_code, precision)
         name0, first = next(iter(opened.items()))
         self.task, self.accelerator = first.task, first.accelerator
-        base = first.task.build_model(first.resolved)
+        base = first.task.build_model(first.resolved, trust_remote_code)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             folder0 = first.run_dir / rundir.MODEL
