@@ -478,7 +478,10 @@ def _start_cli(args: list[str], env: dict | None = None, timeout: float = 120.0)
 
 
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(slow_llama):
-    proc, url = _start_cli([f"slow={slow_llama}"], env={"TUNELAB_API_KEY": "env-key"})
+    # a drain long enough for a loaded machine: the default 30 s cut this test's request once
+    # while other benchmarks shared the two cores
+    args = [f"slow={slow_llama}", "--drain-timeout", "300"]
+    proc, url = _start_cli(args, env={"TUNELAB_API_KEY": "env-key"})
     try:
         assert httpx.get(url + "/v1/models").status_code == 401  # the key from the environment
         client = openai.OpenAI(base_url=url + "/v1", api_key="env-key", max_retries=0)
