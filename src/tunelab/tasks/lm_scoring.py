@@ -43,19 +43,24 @@ def prefix_token(tokenizer) -> int:
 def encode_pair(tokenizer, context: str, continuation: str, seq2seq: bool = False):
     """(context ids, continuation ids) as lm-eval's ``_encode_pair``: trailing spaces of the
     context move to the continuation; a causal LM tokenizes both together, then splits."""
+    ctx, (cont,) = encode_choices(tokenizer, context, [continuation], seq2seq)
+    return ctx, cont
+
+
+def encode_choices(tokenizer, context: str, continuations: list[str], seq2seq: bool = False):
+    """:func:`encode_pair` for several continuations of one context, which is tokenized once:
+    (context ids, [continuation ids, ...])."""
     if not context:
-        cont = tok_encode(tokenizer, continuation)
         pre = prefix_token(tokenizer)
-        return [pre], cont[1:] if cont and cont[0] == pre and len(cont) > 1 else cont
+        conts = [tok_encode(tokenizer, c) for c in continuations]
+        return [pre], [c[1:] if c and c[0] == pre and len(c) > 1 else c for c in conts]
     n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    if seq2seq:
-        return tok_encode(tokenizer, context), tok_encode(tokenizer, continuation, False)
-    whole = tok_encode(tokenizer, context + continuation)
+    moved = context[-n_spaces:] if n_spaces else ""
+    context = context[:-n_spaces] if n_spaces else context
     ctx = tok_encode(tokenizer, context)
-    return ctx, whole[len(ctx) :]
+    if seq2seq:
+        return ctx, [tok_encode(tokenizer, moved + c, False) for c in continuations]
+    return ctx, [tok_encode(tokenizer, context + moved + c)[len(ctx) :] for c in continuations]
 
 
 def choice_eval(task, model, split: Split, idx_all: list[int], batch_size: int, accelerator):
@@ -78,8 +83,7 @@ def choice_eval(task, model, split: Split, idx_all: list[int], batch_size: int, 
     prompts, conts = [], []
     for r, opts in zip(recs, options):
         context = task.prompt_text(r["prompt"])
-        pairs = [encode_pair(tok, context, delim + o, task.seq2seq) for o in opts]
-        ctx, cs = pairs[0][0], [c for _, c in pairs]
+        ctx, cs = encode_choices(tok, context, [delim + o for o in opts], task.seq2seq)
         room = limit - max(len(c) for c in cs)
         prompts.append(ctx[-room:] if len(ctx) > room and not task.seq2seq else ctx)
         conts.append(cs)

@@ -35,10 +35,8 @@ class StopSignals:
         if self.signum is None:
             self.signum, self.at = signum, now
             return
-        if now - self.at < REPEAT_WINDOW and not self.saving:
+        if now - self.at < REPEAT_WINDOW and (not self.saving or signum == self.signum):
             return  # the same request, forwarded twice
-        if now - self.at < REPEAT_WINDOW and signum == self.signum:
-            return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(143)
