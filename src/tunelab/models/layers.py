@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -48,3 +49,58 @@ def causal_sdpa(model) -> bool:
         and not getattr(config, "use_bidirectional_attention", False)
         and not getattr(config, "auto_map", None)
     )
+
+
+def output_head(model):
+    """The LM head (output embeddings) of a causal LM, inside any wrapper (PEFT, tunelab's
+    method wrappers), or None."""
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            head = module.get_output_embeddings()
+            if head is not None:
+                return head
+    return None
+
+
+@contextlib.contextmanager
+def head_skipped(head):
+    """Within, ``head`` computes nothing: what reaches it (the final hidden states at the kept
+    positions) is appended to the yielded list, and it gets an empty slice of them instead.
+
+    Evaluation uses it to run the LM head in small chunks after the forward pass, so that no
+    [batch, positions, vocabulary] logits buffer is allocated (49k-wide for SmolLM2: 3.2 GB for
+    8 rows of 2,048 tokens, handed back to the system after each batch). A forward pre-hook,
+    torch's public API, is the one seam that works through every wrapper.
+    """
+    seen: list = []
+
+    def capture(_module, args):
+        seen.append(args[0])
+        return (args[0][..., :0, :], *args[1:])
+
+    handle = head.register_forward_pre_hook(capture)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def chunked_nll(head, hidden, target, ignore_index: int):
+    """Per-position negative log-likelihood of ``target`` [N] under ``head(hidden)`` [N, H],
+    computed a few rows at a time: each chunk's logits stay under 16 MB, so the allocator reuses
+    one block instead of mapping fresh pages for every batch."""
+    import torch
+    import torch.nn.functional as F
+
+    weight = getattr(head, "weight", None)
+    vocab = int(weight.shape[0]) if weight is not None else 32768
+    step = max(16, (1 << 22) // max(vocab, 1))
+    out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    for s in range(0, hidden.shape[0], step):
+        logits = head(hidden[s : s + step]).float()
+        out[s : s + step] = F.cross_entropy(
+            logits, target[s : s + step], reduction="none", ignore_index=ignore_index
+        )
+    return out

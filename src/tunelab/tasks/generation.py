@@ -20,7 +20,7 @@ from tunelab.data.templates import get_path, render, render_prompt
 from tunelab.errors import ConfigError, DataError, ModelError
 from tunelab.models.layers import causal_sdpa
 from tunelab.tasks.base import Split, Task
-from tunelab.tasks.lm_scoring import choice_eval, text_split
+from tunelab.tasks.lm_scoring import choice_eval, head_chunked_nll, text_split
 
 #: prompt tokens kept at the end of a truncated prompt (chat markers, the question)
 PROMPT_TAIL = 32
@@ -352,13 +352,17 @@ class GenerationTask(Task):
         if keep.numel() == 0:
             zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
             return zero.reshape(1), target.new_full((1,), IGNORE), lambda x: x.new_zeros(1)
+        tgt = target[:, keep]
+        pick = lambda x: x[:, 1:][:, keep].flatten()  # noqa: E731
+        nll = head_chunked_nll(model, inputs, keep, target)  # evaluation: no [B, K, V] buffer
+        if nll is not None:
+            return nll, tgt.flatten(), pick
         # no cache: transformers then reads packed rows' positions as block-diagonal attention
         logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits.float()  # [B, K, V]
-        tgt = target[:, keep]
         nll = F.cross_entropy(
             logits.flatten(0, 1), tgt.flatten(), reduction="none", ignore_index=IGNORE
         )
-        return nll, tgt.flatten(), lambda x: x[:, 1:][:, keep].flatten()
+        return nll, tgt.flatten(), pick
 
     def loss(self, model, batch: dict[str, Any]):
         nll, n = self.token_nll(model, batch)

@@ -15,13 +15,14 @@ and ``benchmarks/bench_eval.py`` check the two agree row by row.
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any
 
 from tunelab.data.lm_batches import IGNORE
 from tunelab.data.sources import RowProblems
 from tunelab.data.templates import get_path
 from tunelab.errors import DataError
-from tunelab.models.layers import causal_sdpa
+from tunelab.models.layers import causal_sdpa, chunked_nll, head_skipped, output_head
 from tunelab.tasks.base import Split
 
 
@@ -214,3 +215,40 @@ def _stream_blocks(task, docs):
         for i, s in enumerate(share)
     ]
     return features, records
+
+
+#: models whose chunked LM head was checked against their own logits (True: it agrees)
+_CHUNKED_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _chunked(model, head, inputs: dict[str, Any], keep, target):
+    """(nll [B*K] flat) with the LM head run in chunks after the forward pass, or None when the
+    model's forward gives something else than ``head(hidden)`` (a logit soft-cap or scale)."""
+    with head_skipped(head) as seen:
+        model(**inputs, logits_to_keep=keep, use_cache=False)
+    if len(seen) != 1 or tuple(seen[0].shape[:2]) != (target.shape[0], keep.numel()):
+        return None
+    return chunked_nll(head, seen[0].flatten(0, 1), target[:, keep].flatten(), IGNORE)
+
+
+def head_chunked_nll(model, inputs: dict[str, Any], keep, target):
+    """Evaluation's per-position NLL through a chunked LM head (see ``models.layers``), or None
+    where it does not apply. The first time a model is seen, its chunked values are checked
+    against its own logits on a few tokens; a model that disagrees keeps the plain path."""
+    import torch
+    import torch.nn.functional as F
+
+    if torch.is_grad_enabled() or (head := output_head(model)) is None:
+        return None
+    ok = _CHUNKED_OK.get(model)
+    if ok is None:
+        n = min(int(inputs["input_ids"].shape[1]), 16)
+        small = {k: v[:1, :n] for k, v in inputs.items()}
+        small_keep = torch.arange(n - 1, device=keep.device)
+        small_target = target[:1, : n - 1].clamp(min=0)
+        mine = _chunked(model, head, small, small_keep, small_target)
+        logits = model(**small, logits_to_keep=small_keep, use_cache=False).logits.float()
+        theirs = F.cross_entropy(logits.flatten(0, 1), small_target.flatten(), reduction="none")
+        ok = mine is not None and bool(torch.allclose(mine, theirs, rtol=1e-4, atol=1e-4))
+        _CHUNKED_OK[model] = ok
+    return _chunked(model, head, inputs, keep, target) if ok else None

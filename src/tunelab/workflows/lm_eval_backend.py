@@ -8,6 +8,7 @@ suite format, so ``tunelab report`` shows them next to tunelab's own suites."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ def run_lm_eval(
     model = t.accelerator.unwrap_model(t.model)
     sizes = {"max_length": max_length} if max_length else {}  # else lm-eval's own default
     lm = HFLM(pretrained=_positional(model), tokenizer=t.tokenizer, batch_size=batch_size, **sizes)
+    started = time.perf_counter()
     with t.accelerator.autocast():
         out = lm_eval.simple_evaluate(
             model=lm,
@@ -96,6 +98,7 @@ def run_lm_eval(
             bootstrap_iters=0,
         )
     results = as_suite(out, str(target), limit, num_fewshot)
+    results["seconds"] = round(time.perf_counter() - started, 3)  # lm-eval's own work, no loading
     if t.run is not None and output is None:
         path = rundir.eval_path(t.run.run_dir, "suite-lm-eval")
     else:

@@ -291,6 +291,8 @@ def run_suite_to_file(
             "n": len(split),
             "skipped_rows": len(split.skipped),
         }
+        if fed:
+            entry["forward"] = {"tokens": fed["tokens"], "seconds": round(fed["seconds"], 3)}
         _save_rows(out_dir, f"suite-{suite.name}-{st.name}", rows)
         columns = input_columns(task)  # the inputs, never the references
         if rob.perturbations and st.robustness and columns:
