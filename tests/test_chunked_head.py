@@ -88,3 +88,16 @@ def test_training_keeps_the_plain_path():
 
     ids, keep, target = _batch(5000)
     assert head_chunked_nll(_llama(), {"input_ids": ids}, keep, target) is None
+
+
+def test_eval_batches_keep_a_token_budget():
+    from tunelab.data.batching import eval_batches
+
+    lengths = [2049, 2049, 2049, 700, 300, 300, 300, 10, 2049, 5]
+    batches = eval_batches(lengths, 8, max_tokens=4096)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) * lengths[b[0]] <= 4096 or len(b) == 1 for b in batches)
+    assert [len(b) for b in batches] == [1, 1, 1, 1, 5, 1]  # 2049 > 4096 / 2: one at a time
+    assert eval_batches(lengths, 8) == [[0, 1, 2, 8, 3, 4, 5, 6], [7, 9]]  # no budget: as before
+    two = eval_batches([2048] * 4 + [100], 8, max_tokens=4096)
+    assert [len(b) for b in two] == [2, 2, 1]

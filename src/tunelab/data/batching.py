@@ -99,12 +99,32 @@ class BatchSampler:
 
 
 def eval_batches(
-    lengths: Sequence[int], batch_size: int, rank: int = 0, world_size: int = 1
+    lengths: Sequence[int],
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    max_tokens: int | None = None,
 ) -> list[list[int]]:
-    """Deterministic evaluation batches over this process's share, sorted by length."""
+    """Deterministic evaluation batches over this process's share, sorted by length.
+
+    ``max_tokens``: a batch also ends before its padded size (rows x longest) would pass this,
+    so long rows (2,048-token perplexity windows) come a few at a time: their activations then
+    stay small enough for the allocator to reuse, instead of being mapped afresh each batch."""
     idx = np.arange(len(lengths))[rank::world_size]
     idx = idx[np.argsort(-np.asarray(lengths)[idx], kind="stable")]
-    return [idx[i : i + batch_size].tolist() for i in range(0, len(idx), batch_size)]
+    if not max_tokens:
+        return [idx[i : i + batch_size].tolist() for i in range(0, len(idx), batch_size)]
+    out: list[list[int]] = []
+    for i in idx.tolist():
+        if (
+            out
+            and len(out[-1]) < batch_size
+            and (len(out[-1]) + 1) * lengths[out[-1][0]] <= max_tokens
+        ):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
 
 
 def pad_collate(

@@ -24,6 +24,11 @@ from tunelab.tasks.lm_scoring import choice_eval, head_chunked_nll, text_split
 
 #: prompt tokens kept at the end of a truncated prompt (chat markers, the question)
 PROMPT_TAIL = 32
+#: evaluation's reference-scoring batches hold at most this many (padded) tokens: perplexity
+#: windows (max_length + 1 = 2,049 tokens) then come one at a time. Eight of them made 100 MB
+#: activations per layer, which the allocator mapped afresh for every batch (millions of page
+#: faults on WikiText-2); one window's stay under glibc's 32 MB mmap threshold and are reused.
+EVAL_BATCH_TOKENS = 4096
 
 
 @dataclass
@@ -412,7 +417,11 @@ class GenerationTask(Task):
         sub_lengths = [split.lengths[i] for i in idx_all]
         with torch.inference_mode():
             for local in eval_batches(
-                sub_lengths, batch_size, accelerator.process_index, accelerator.num_processes
+                sub_lengths,
+                batch_size,
+                accelerator.process_index,
+                accelerator.num_processes,
+                max_tokens=EVAL_BATCH_TOKENS,
             ):
                 feats = [split.features[idx_all[i]] for i in local]
                 batch = {k: v.to(accelerator.device) for k, v in self.collate(feats).items()}
