@@ -295,3 +295,87 @@ def test_a_killed_and_resumed_run_continues_its_tracker_runs(tiny_bert, tmp_path
     assert newest == {r["step"]: pytest.approx(r["loss"]) for r in train}
     assert {m.step for m in history} == set(range(5, 41, 5))
     assert len(history) == len(train) + 2  # steps 25 and 30 ran twice: before the kill, after
+
+
+def _mlflow_runs(tmp: Path, experiment: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, sorted(client.search_runs([exp.experiment_id]), key=lambda r: r.info.run_name)
+
+
+def test_stages_are_one_tracker_run_each_in_one_group(tiny_bert, tmp_path, monkeypatch):
+    from helpers import keyword_rows, write_csv
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = keyword_files(tmp_path / "data")
+    related = write_csv(tmp_path / "rel" / "train.csv", keyword_rows(96, 7))
+    cfg = tiny_config(
+        tiny_bert,
+        data,
+        tmp_path / "runs",
+        method="lora",
+        **{
+            "training.max_steps": 20,
+            "training.eval_every": 20,
+            "training.report_to": ["mlflow"],
+            "training.tracker_log_model": False,
+            "output.name": "staged",
+        },
+    )
+    cfg["stages"] = [{"name": "related", "data": {"train": str(related)}}, {"name": "target"}]
+    tunelab.train(cfg)
+    client, runs = _mlflow_runs(tmp_path, "tunelab")
+    assert [r.info.run_name for r in runs] == ["1-related", "2-target"]
+    assert {r.data.tags["tunelab.group"] for r in runs} == {"staged"}
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    for r in runs:
+        rows = read_jsonl(tmp_path / "runs" / "staged" / r.info.run_name / "metrics.jsonl")
+        history = client.get_metric_history(r.info.run_id, "train/loss")
+        assert [(m.step, m.value) for m in history] == [
+            (x["step"], pytest.approx(x["loss"])) for x in _rows(rows, "train")
+        ]
+        assert client.list_artifacts(r.info.run_id) == []  # tracker_log_model=false
+
+
+def test_probe_deltas_go_to_the_tracker(tiny_llama, tmp_path, monkeypatch):
+    from helpers import gen_rows, write_jsonl
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = {
+        "train": write_jsonl(tmp_path / "d" / "train.jsonl", gen_rows(64, 0)),
+        "validation": write_jsonl(tmp_path / "d" / "val.jsonl", gen_rows(16, 1)),
+    }
+    general = write_jsonl(
+        tmp_path / "d" / "general.jsonl", [{"text": "the music and the cast of it " * 3}] * 12
+    )
+    cfg = tiny_config(
+        tiny_llama,
+        data,
+        tmp_path / "runs",
+        **{
+            "task.type": "generation",
+            "task.format": "prompt_completion",
+            "training.max_steps": 20,
+            "training.eval_every": 20,
+            "training.lr": 1e-2,
+            "training.report_to": "mlflow",
+        },
+    )
+    cfg["probes"] = [
+        {
+            "name": "general",
+            "data": {"validation": str(general)},
+            "task": {"format": "text", "fields": {"text": "text"}},
+        },
+    ]
+    res = tunelab.train(cfg)
+    p = json.loads((res.run_dir / "run.json").read_text())["summary"]["probes"]["general"]
+    _, (run,) = _mlflow_runs(tmp_path, "tunelab")
+    got = run.data.metrics
+    for side in ("before", "after", "delta"):
+        assert got[f"probe/general/{side}/perplexity"] == pytest.approx(p[side]["perplexity"])
+    assert got["final/validation/loss"] == pytest.approx(res.metrics["loss"])

@@ -164,6 +164,14 @@ def log_model(cfg, accelerator, model_dir: Path) -> None:
             t.log_artifacts(str(model_dir), artifact_path=rundir.MODEL)
 
 
+def group_runs(cfg, group: str) -> None:
+    """Group the tracker runs of one command's several runs (the stages of a pipeline, the
+    per-task adapters, the entries of a comparison) under ``group``, unless the config names
+    its own ``training.tracker_group``."""
+    if cfg.training.report_to and cfg.training.tracker_group is None:
+        cfg.training.tracker_group = group
+
+
 def finish(accelerator) -> None:
     """Close every tracker's run (safe to call twice).
 
