@@ -297,7 +297,7 @@ def test_a_killed_and_resumed_run_continues_its_tracker_runs(tiny_bert, tmp_path
     assert len(history) == len(train) + 2  # steps 25 and 30 ran twice: before the kill, after
 
 
-def _mlflow_runs(tmp: Path, experiment: str) -> list:
+def _mlflow_runs(tmp: Path, experiment: str) -> tuple:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
@@ -379,3 +379,26 @@ def test_probe_deltas_go_to_the_tracker(tiny_llama, tmp_path, monkeypatch):
     for side in ("before", "after", "delta"):
         assert got[f"probe/general/{side}/perplexity"] == pytest.approx(p[side]["perplexity"])
     assert got["final/validation/loss"] == pytest.approx(res.metrics["loss"])
+
+
+def test_compare_runs_are_one_tracker_run_each_in_one_group(
+    tiny_bert, keyword_data, tmp_path, monkeypatch
+):
+    from tunelab.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the comparison's `tunelab train` processes inherit both
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = tiny_config(
+        tiny_bert,
+        keyword_data,
+        tmp_path / "runs",
+        **{"training.max_steps": 6, "training.report_to": ["mlflow"]},
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(cfg, default=str))))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(path), "--methods", "full,full@0.02", "--output", str(out)]) == 0
+    _, runs = _mlflow_runs(tmp_path, "tunelab")
+    assert [r.info.run_name for r in runs] == ["full", "full-lr0.02"]
+    assert {r.data.tags["tunelab.group"] for r in runs} == {"cmp"}
+    assert [r.data.params["training.lr"] for r in runs] == [str(cfg["training"]["lr"]), "0.02"]
