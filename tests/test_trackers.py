@@ -402,3 +402,31 @@ def test_compare_runs_are_one_tracker_run_each_in_one_group(
     assert [r.info.run_name for r in runs] == ["full", "full-lr0.02"]
     assert {r.data.tags["tunelab.group"] for r in runs} == {"cmp"}
     assert [r.data.params["training.lr"] for r in runs] == [str(cfg["training"]["lr"]), "0.02"]
+
+
+@pytest.mark.distributed
+def test_two_processes_log_once(tiny_bert, keyword_data, tmp_path):
+    """Under `accelerate launch` with two processes only the main one opens a tracker run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from test_distributed import launch
+
+    cfg = tiny_config(
+        tiny_bert,
+        keyword_data,
+        tmp_path / "runs",
+        **{
+            "training.max_steps": 20,
+            "training.eval_every": 10,
+            "training.report_to": ["tensorboard"],
+        },
+    )
+    run = launch(cfg, tmp_path, "dist")
+    folder = run / "trackers" / "tunelab"
+    assert len(list(folder.glob("events.*"))) == 1  # one writer, not two
+    ea = EventAccumulator(str(folder))
+    ea.Reload()
+    train = _rows(read_jsonl(run / "metrics.jsonl"), "train")
+    assert [(e.step, e.value) for e in ea.Scalars("train/loss")] == [
+        (r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in train
+    ]
