@@ -5,6 +5,7 @@ SQLite storage) and compared with metrics.jsonl."""
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import struct
@@ -22,8 +23,8 @@ from tunelab.training import trackers
 from tunelab.utils.io import read_jsonl
 
 ALL = ["tensorboard", "mlflow", "wandb", "trackio"]
-for _pkg in ALL:
-    pytest.importorskip(_pkg)
+if not all(importlib.util.find_spec(p) for p in ALL):  # found, not imported: they import slowly
+    pytest.skip("needs tensorboard, mlflow, wandb and trackio", allow_module_level=True)
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -110,6 +111,15 @@ def test_a_missing_tracker_package_is_named_before_anything_runs(
     with pytest.raises(ConfigError, match=r"training\.report_to: wandb not installed; pip install"):
         tunelab.train(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_accelerate_without_the_integration_is_named(monkeypatch):
+    from accelerate import tracking
+
+    monkeypatch.delitem(tracking.LOGGER_TYPE_TO_CLASS, "trackio")
+    with pytest.raises(ConfigError, match="has no trackio integration; pip install -U accelerate"):
+        trackers.check_installed(["tensorboard", "trackio"])
+    trackers.check_installed(["tensorboard"])
 
 
 def test_wandb_is_offline_without_credentials(tmp_path, monkeypatch):

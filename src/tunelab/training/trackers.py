@@ -36,6 +36,16 @@ def check_installed(names: list[str]) -> None:
             f"training.report_to: {', '.join(missing)} not installed; "
             f"pip install {' '.join(missing)} (or pip install 'tunelab[trackers]')"
         )
+    if names:
+        import accelerate
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+        unknown = [n for n in names if n not in LOGGER_TYPE_TO_CLASS]
+        if unknown:
+            raise ConfigError(
+                f"training.report_to: accelerate {accelerate.__version__} has no "
+                f"{', '.join(unknown)} integration; pip install -U accelerate"
+            )
 
 
 def flatten(d: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
