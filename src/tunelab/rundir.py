@@ -11,6 +11,7 @@ A run directory is the contract between training, evaluation and reporting::
     RUN/model/               the trained model in the method's own format, with its tokenizer
     RUN/merged/              ``tunelab merge``'s plain transformers folder
     RUN/checkpoints/step-N/  resumable checkpoints
+    RUN/trackers/            TensorBoard events and W&B offline files (``training.report_to``)
     ROOT/pipeline.json       a staged run's stages;  ROOT/adapters.json  per-task adapters
 """
 
@@ -37,6 +38,7 @@ PREDICTIONS = "predictions"
 MODEL = "model"
 MERGED = "merged"
 CHECKPOINTS = "checkpoints"
+TRACKERS = "trackers"
 PIPELINE = "pipeline.json"
 ADAPTERS = "adapters.json"
 #: prefixes of the tokenizer's files in a saved model folder (copied next to merged weights)

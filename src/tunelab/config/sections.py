@@ -386,6 +386,44 @@ class TrainingConfig(Section):
             return words[bool(v)]
         return words.get(v.lower(), v.lower()) if isinstance(v, str) else v
 
+    # -- experiment trackers (training/trackers.py) ------------------------------------------
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(
+        default_factory=list,
+        description="Experiment trackers that get every metrics.jsonl row, the resolved config "
+        "and (MLflow) the model, through Accelerate's integrations; `metrics.jsonl` is always "
+        "written. A list, or `tensorboard,mlflow`; `none`: no tracker.",
+    )
+    tracker_project: str = Field(
+        "tunelab",
+        min_length=1,
+        description="The tracker's project (W&B, Trackio; MLflow: the experiment name; "
+        "TensorBoard: the folder under RUN/trackers/).",
+    )
+    tracker_run_name: str | None = Field(
+        None, min_length=1, description="The run's name in the trackers; unset: the run dir name."
+    )
+    tracker_group: str | None = Field(
+        None,
+        min_length=1,
+        description="Groups runs (the trials of a study, the stages of a pipeline): W&B and "
+        "Trackio group, MLflow tag `tunelab.group`.",
+    )
+    tracker_log_model: bool = Field(
+        True, description="Upload RUN/model as an artifact where the tracker stores files (MLflow)."
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to_list(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("", "none")):
+            return []
+        if isinstance(v, str):
+            v = v.split(",")
+        if isinstance(v, list | tuple):
+            items = [x.strip().lower() if isinstance(x, str) else x for x in v]
+            return list(dict.fromkeys(x for x in items if x != "none"))
+        return v
+
 
 class OutputConfig(Section):
     dir: str = Field("runs", description="Folder holding run directories.")

@@ -20,6 +20,7 @@ from tunelab.errors import RunInterrupted, TunelabError
 from tunelab.evaluation.metrics import greater_is_better, scalar_metrics
 from tunelab.models.layers import count_layers, in_head, layer_index
 from tunelab.training import checkpoint as ckpt
+from tunelab.training import trackers
 from tunelab.training.faults import fault_point
 from tunelab.utils.io import append_jsonl, atomic_write_json, atomic_write_jsonl
 
@@ -211,6 +212,7 @@ class Trainer:
     def log(self, row: dict[str, Any]) -> None:
         if self.acc.is_main_process:
             append_jsonl(self.run_dir / rundir.METRICS, row)
+            trackers.log_row(self.acc, row)  # training.report_to gets every row too
 
     def say(self, msg: str) -> None:
         if self.acc.is_main_process and self.console is not None:

@@ -70,4 +70,11 @@ def make_accelerator(cfg):
         # One process that runs several configs in turn (the Python API, tests): Accelerate
         # keeps the first precision of a process and refuses another, so start afresh.
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed, cpu=not has_device)
+    # training.report_to: Accelerate's trackers; their folder is set once the run dir is known
+    report = list(cfg.training.report_to) or None
+    return Accelerator(
+        mixed_precision=mixed,
+        cpu=not has_device,
+        log_with=report,
+        project_dir=cfg.output.dir if report else None,
+    )

@@ -84,6 +84,8 @@ def compare(
     if out.exists() and any(out.iterdir()) and not resume:
         raise TunelabError(f"{out} already exists; choose another --output, or pass --resume")
     out.mkdir(parents=True, exist_ok=True)
+    tc = cfg.training  # training.report_to: the comparison's runs form one tracker group
+    group = [f"training.tracker_group={out.name}"] if tc.report_to and not tc.tracker_group else []
     rows = []
     for label, method, extra in entries:
         done = out / label
@@ -103,6 +105,7 @@ def compare(
                 f"output.dir={out}",
                 f"output.name={label}",
                 "training.progress=false",
+                *group,
                 *again,
             ]
             code, err = _run_forwarding_signals(cmd)

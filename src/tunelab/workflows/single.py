@@ -16,6 +16,7 @@ from tunelab.models.layers import parameter_report
 from tunelab.reporting.tables import print_result
 from tunelab.tasks import build_task, load_splits
 from tunelab.tasks.splits import read_train_table
+from tunelab.training import trackers
 from tunelab.training.precision import make_accelerator, precision_name
 from tunelab.training.probes import load_probes, probe_deltas, probes_before, score_probes
 from tunelab.training.resume import (
@@ -142,6 +143,7 @@ def train_single(cfg: RunConfig) -> RunResult:
         raise ConfigError(
             "data.train: no training data given (a file path or hub:ID), and no mixture.tasks"
         )
+    trackers.check_installed(cfg.training.report_to)
     accelerator = make_accelerator(cfg)
     console = console_for(accelerator)
     set_seed(cfg.training.seed)
@@ -178,6 +180,7 @@ def train_single(cfg: RunConfig) -> RunResult:
         )
         raise
     finally:
+        trackers.finish(accelerator)
         if claim is not None:
             claim.release()
 
@@ -216,6 +219,9 @@ def _train(cfg, accelerator, console, run_dir, resume, stops, run_info: dict) ->
         "model": fingerprint_model(resolved, model),
     }
     check_fingerprint(resume, fingerprint, cfg.resume_ignore_changes)
+    tracking = trackers.start(cfg, accelerator, run_dir, resume, console)
+    if tracking:
+        run_info["trackers"] = tracking
     if accelerator.is_main_process:
         if resume is not None:
             rundir.truncate_logs(run_dir, resume["state"]["step"])
@@ -256,11 +262,14 @@ def _train(cfg, accelerator, console, run_dir, resume, stops, run_info: dict) ->
             probes, trainer.model, trainer.eval_bs, accelerator, run_dir, "after", save_preds
         )
         summary["probes"] = probe_deltas(before_probes or {}, after)
+    final = {k: scalar_metrics(r) for k, r in results.items()}
+    trackers.log_final(accelerator, trainer.state.step, final, summary.get("probes"))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with atomic_directory(run_dir / rundir.MODEL) as tmp:
             method.save(accelerator.unwrap_model(trainer.model), tmp)
             tokenizer.save_pretrained(tmp)
+        trackers.log_model(cfg, accelerator, run_dir / rundir.MODEL)
         run_info.update(
             status="completed",
             summary=summary,

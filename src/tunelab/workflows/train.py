@@ -14,6 +14,7 @@ from tunelab.evaluation.metrics import scalar_metrics
 from tunelab.methods import methods_where
 from tunelab.reporting.tables import print_retention
 from tunelab.tasks import load_splits
+from tunelab.training import trackers
 from tunelab.utils.io import atomic_write_json
 from tunelab.workflows.runs import eval_batch_size, load_run, merge, open_run
 from tunelab.workflows.single import RunResult, console_for, train_single
@@ -53,6 +54,7 @@ def train_per_task_adapters(cfg: RunConfig) -> RunResult:
     for spec in cfg.mixture.tasks:
         sub = cfg.spec_config(spec)
         sub.output.dir, sub.output.name = str(root / "adapters"), spec.name
+        trackers.group_runs(sub, root.name)
         last = train_single(sub)
         runs[spec.name] = str(last.run_dir)
         results[spec.name] = scalar_metrics(last.metrics)
@@ -85,6 +87,7 @@ def train_stages(cfg: RunConfig) -> RunResult:
     for i, stage in enumerate(cfg.stages, 1):
         sub = cfg.stage_config(stage)
         sub.output.dir, sub.output.name = str(root), f"{i}-{stage.name}"
+        trackers.group_runs(sub, root.name)
         if start_from is not None:
             sub.model.name = start_from
         done = _completed(root / sub.output.name / rundir.RUN_INFO) if cfg.resume else None
