@@ -168,6 +168,26 @@ def main() -> int:
         "wall: the worker process from start to end, loading the model included; scoring: "
         "lm-eval's simple_evaluate, tunelab's task evaluation (each tool's own work on the rows)"
     )
+    # Achieved forward GFLOP/s, counted as bench_sft counts training's (there 4 x parameters x
+    # tokens for forward and backward; here 2 x the matmul parameters x tokens for a forward):
+    # BoolQ's LM head runs at one position per row, WikiText's at every token.
+    from transformers import AutoModelForCausalLM
+
+    from bench_sft import matmul_peak
+
+    model = AutoModelForCausalLM.from_pretrained(model_path(resolve_model(MODEL)))
+    total = sum(p.numel() for p in model.parameters())
+    body = total - model.get_input_embeddings().weight.numel()
+    peak = matmul_peak("fp32")
+    print(f"\nfp32 matmul peak (2048 x 2048, measured now): {peak:.0f} GFLOP/s")
+    for task, params in (("boolq", body), ("wikitext", total)):
+        for tool in ("lm-eval", "tunelab"):
+            r = res[(tool, task)]
+            n = tokens[task] or res[("tunelab", task)]["tokens"]
+            gflops = 2 * params * n / r["score_s"] / 1e9
+            print(
+                f"{task:9s} {tool:8s} {gflops:6.1f} GFLOP/s = {100 * gflops / peak:3.0f} % of peak"
+            )
     return 0
 
 
