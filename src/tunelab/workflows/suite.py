@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError
 from tunelab import rundir
 from tunelab.config import Section, format_validation_error, load_config
 from tunelab.data.augment import input_columns
+from tunelab.data.crows_pairs import seeded_half
 from tunelab.data.dialogue import hh_messages
 from tunelab.data.sources import Table, read_table
 from tunelab.data.wikitext import page_rows
@@ -88,6 +89,13 @@ class SuiteTask(Section):
         "(`chosen` as the last, reference answer), for `task: {format: chat}`.",
     )
     robustness: bool = Field(True, description="Include this task in the robustness runs.")
+    half: Literal["train", "test"] | None = Field(
+        None,
+        description="Score one seeded half of the rows only (before limit/max_examples): "
+        "`test` is the half that `tunelab data crows-pairs --half train` leaves out of its "
+        "preference pairs, with the same seed (`half_seed`).",
+    )
+    half_seed: int = Field(0, description="Seed of the halves (`tunelab data ... --seed`).")
 
 
 class RobustnessSettings(Section):
@@ -299,6 +307,8 @@ def run_suite_to_file(
             table = Table(table.source, ["page", "text"], rows, list(range(1, len(rows) + 1)), [])
         elif st.prepare == "hh_dialogue":
             table = dialogue_table(table)
+        if st.half:
+            table = table.subset(seeded_half(len(table), st.half, st.half_seed), table.skipped)
         if st.limit and len(table) > st.limit:
             table = table.subset(list(range(st.limit)), table.skipped)
         if st.max_examples and len(table) > st.max_examples:
