@@ -8,7 +8,7 @@ import shutil
 import pytest
 import yaml
 
-from helpers import gen_rows, tiny_config, write_jsonl
+from helpers import gen_rows, keyword_files, tiny_config, write_jsonl
 from tunelab.errors import ConfigError
 
 
@@ -50,11 +50,14 @@ def test_spec_parsing(tmp_path):
         parse_classifier_metric("classifier:", tmp_path)
 
 
-@pytest.fixture
-def classifier_run(tiny_bert, keyword_data, tmp_path):
+@pytest.fixture(scope="module")
+def classifier_run(tiny_bert, tmp_path_factory):
+    """One tiny sentiment classifier run, shared by the tests of this module."""
     import tunelab
 
-    return tunelab.train(tiny_config(tiny_bert, keyword_data, tmp_path / "runs")).run_dir
+    tmp = tmp_path_factory.mktemp("clf")
+    data = keyword_files(tmp / "data")
+    return tunelab.train(tiny_config(tiny_bert, data, tmp / "runs")).run_dir
 
 
 def _suite(tmp_path, data, metrics, **task) -> object:
@@ -86,11 +89,12 @@ def test_classifier_scores_generations(tiny_llama, classifier_run, tmp_path):
     from tunelab.workflows.suite import run_suite
 
     data = write_jsonl(tmp_path / "s" / "p.jsonl", gen_rows(10, 4))
-    rel = f"../runs/{classifier_run.name}"  # relative to the suite file
+    shutil.copytree(classifier_run, tmp_path / "runs" / "tox")
+    rel = "../runs/tox"  # relative to the suite file
     path = _suite(tmp_path, data, [f"classifier:{rel}:positive"])
     out = run_suite(str(tiny_llama), path, output=tmp_path / "out", precision="fp32")
     e = out["tasks"]["gen"]
-    name = classifier_run.name
+    name = "tox"
     assert e["metric"] == f"{name}/share_positive" and e["n"] == 10
     rows = [json.loads(x) for x in (tmp_path / "out" / "suite-harm-gen.jsonl").open()]
     assert len(rows) == 10 and all("prediction" in r for r in rows)

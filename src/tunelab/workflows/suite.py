@@ -71,7 +71,9 @@ class SuiteTask(Section):
     task: dict[str, Any] = Field(
         default_factory=dict,
         description="Task settings (the `task` section of a run config, e.g. {type: "
-        "generation, format: template, template: yesno, metrics: [choice], choices: [no, yes]}).",
+        "generation, format: template, template: yesno, metrics: [choice], choices: [no, yes]}); "
+        "`metrics` may also hold `classifier:RUN_DIR[:LABEL[+LABEL]]`: a finished "
+        "classification run labels each generated answer (relative to the suite file).",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
@@ -178,7 +180,7 @@ def _task_for(target: Target, st: SuiteTask, suite: Suite):
         raise ConfigError(f"suite task {st.name!r} is a {kind} task; this target is a classifier")
     base = target.cfg.to_dict()
     base["task"] = {**st.task, "type": "generation"}
-    if "metrics" in st.task:  # classifier:RUN_DIR entries are scored here, not by the task
+    if isinstance(st.task.get("metrics"), list):  # classifier:RUN_DIR: scored here, not by it
         base["task"]["metrics"] = [m for m in st.task["metrics"] if not is_classifier_metric(m)]
     base["data"] = {"labels": st.task.get("labels")} if st.task.get("labels") else {}
     base["task"].pop("labels", None)
@@ -323,7 +325,7 @@ def run_suite_to_file(
         task = _task_for(t, st, suite)
         clf = [
             parse_classifier_metric(m, base_dir)
-            for m in st.task.get("metrics", [])
+            for m in st.task.get("metrics") or []
             if is_classifier_metric(m)
         ]
 
