@@ -50,6 +50,7 @@ from tunelab.workflows.human_app import (
     parse_raters,
     serve_ratings,
 )
+from tunelab.workflows.preference_data import crows_pairs_preferences
 from tunelab.workflows.runs import (
     LoadedRun,
     evaluate,
@@ -85,6 +86,7 @@ __all__ = [
     "combine_adapters",
     "compare",
     "create_rating_app",
+    "crows_pairs_preferences",
     "earlier_stage_retention",
     "evaluate",
     "export_run",

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from tunelab.cli import commands
+from tunelab.cli.data_commands import add_data_commands
 
 
 def _overrides_help() -> str:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_commands(sub)
     _add_use_commands(sub)
     _add_tool_commands(sub)
+    add_data_commands(sub)
     return p
 
 

@@ -40,6 +40,13 @@ class DataConfig(Section):
         None, description="Validation data (same forms); if unset, a seeded held-out fraction."
     )
     test: str | None = Field(None, description="Optional test data, scored at the end.")
+    test_fraction: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Hold out this seeded share of train as the test split (instead of "
+        "data.test); carved out before validation and training rows are drawn.",
+    )
     train_split: str = Field("train", description="Split name for hub datasets.")
     validation_split: str = Field("validation", description="Split name for hub datasets.")
     test_split: str = Field("test", description="Split name for hub datasets.")
@@ -61,6 +68,13 @@ class DataConfig(Section):
         description="Malformed rows: `strict` stops with their row numbers, `skip` drops, "
         "counts and reports them.",
     )
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _one_test_source(cls, v: float | None, info) -> float | None:
+        if v is not None and info.data.get("test"):
+            raise ValueError("give data.test (a file) or data.test_fraction, not both")
+        return v
 
 
 class TaskConfig(Section):

@@ -103,3 +103,24 @@ def perplexities(nll_sum: float, tokens: int, words: int, nbytes: int) -> dict[s
         "byte_perplexity": math.exp(min(nll_sum / max(nbytes, 1), 50.0)),
         "bits_per_byte": nll_sum / max(nbytes, 1) / math.log(2),
     }
+
+
+def label_shares(
+    probabilities: list[list[float] | None], labels: list[str], chosen: list[str] | None = None
+) -> dict[str, float]:
+    """What a classifier says about generated texts: the share of all outputs given each label
+    (its most probable one; ``None`` marks an empty output, counted in ``share_empty``), and for
+    the ``chosen`` labels (one, or several joined by ``+``) the share given any of them and their
+    mean summed probability over the non-empty outputs."""
+    n = max(len(probabilities), 1)
+    scored = [p for p in probabilities if p is not None]
+    best = [max(range(len(p)), key=p.__getitem__) for p in scored]
+    out = {f"share_{name}": sum(b == i for b in best) / n for i, name in enumerate(labels)}
+    out["share_empty"] = (len(probabilities) - len(scored)) / n
+    if chosen:
+        idx = [labels.index(c) for c in chosen]
+        key = "+".join(chosen)
+        if len(chosen) > 1:
+            out[f"share_{key}"] = sum(b in idx for b in best) / n
+        out[f"mean_p_{key}"] = sum(sum(p[i] for i in idx) for p in scored) / max(len(scored), 1)
+    return out

@@ -9,15 +9,16 @@ from tunelab.data.sources import read_table
 from tunelab.errors import DataError
 
 
-def held_out(table, fraction: float, seed: int):
-    """Split a table into (train, validation) with a seeded permutation."""
+def held_out(table, fraction: float, seed: int, stream: int = 7, what: str = "validation"):
+    """Split a table into (rest, held out) with a seeded permutation (``stream`` keeps the test
+    and validation draws independent)."""
     import numpy as np
 
     n = len(table)
     n_val = max(1, round(n * fraction))
     if n - n_val < 1:
-        raise DataError(f"{table.source}: {n} row(s) are too few to hold out a validation fraction")
-    perm = np.random.default_rng([seed, 7]).permutation(n)
+        raise DataError(f"{table.source}: {n} row(s) are too few to hold out a {what} fraction")
+    perm = np.random.default_rng([seed, stream]).permutation(n)
     # malformed rows are reported once, with the training split
     return table.subset(sorted(perm[n_val:]), table.skipped), table.subset(sorted(perm[:n_val]))
 
@@ -44,6 +45,9 @@ def single_task_splits(cfg, task, train_table=None) -> dict[str, Any]:
     if train_table is None:
         train_table = read_train_table(cfg)
     splits: dict[str, Any] = {}
+    test_t = None
+    if d.test_fraction:  # before validation, so the test rows never depend on it
+        train_table, test_t = held_out(train_table, d.test_fraction, cfg.training.seed, 13, "test")
     if d.validation:
         train_t = train_table
         val = task.load_split(
@@ -58,6 +62,8 @@ def single_task_splits(cfg, task, train_table=None) -> dict[str, Any]:
     splits["train"] = task.table_to_split(train_t, "train", on_error=d.on_error)
     splits["train"].augmented = augmented
     splits["validation"] = val
+    if test_t is not None:
+        splits["test"] = task.table_to_split(test_t, "test", on_error=d.on_error)
     if d.test:
         splits["test"] = task.load_split(
             d.test, "test", hub_split=d.test_split, on_error=d.on_error

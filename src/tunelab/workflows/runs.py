@@ -128,8 +128,10 @@ def evaluate_to_file(
     else:
         if split not in ("train", "validation", "test"):
             raise ConfigError(f"--split must be train, validation or test, not {split!r}")
-        if split == "test" and not cfg.data.test:
-            raise DataError("this run has no test data (data.test); pass --file instead")
+        if split == "test" and not (cfg.data.test or cfg.data.test_fraction):
+            raise DataError(
+                "this run has no test data (data.test or data.test_fraction); pass --file instead"
+            )
         data = load_splits(cfg, task)[split]
         name = split
     metrics, rows = task.evaluate(

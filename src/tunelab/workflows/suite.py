@@ -23,6 +23,8 @@ from pydantic import Field, ValidationError
 from tunelab import rundir
 from tunelab.config import Section, format_validation_error, load_config
 from tunelab.data.augment import input_columns
+from tunelab.data.crows_pairs import seeded_half
+from tunelab.data.dialogue import hh_messages
 from tunelab.data.sources import Table, read_table
 from tunelab.data.wikitext import page_rows
 from tunelab.errors import ConfigError, DataError
@@ -33,6 +35,12 @@ from tunelab.evaluation.perturb import check_perturbations, perturb
 from tunelab.reporting.tables import print_suite
 from tunelab.tasks.generation import GenerationTask
 from tunelab.utils.io import atomic_write_json, atomic_write_jsonl
+from tunelab.workflows.classifier_metric import (
+    headline,
+    is_classifier_metric,
+    parse_classifier_metric,
+    score_generations,
+)
 from tunelab.workflows.generate import load_generation_target
 
 
@@ -63,7 +71,9 @@ class SuiteTask(Section):
     task: dict[str, Any] = Field(
         default_factory=dict,
         description="Task settings (the `task` section of a run config, e.g. {type: "
-        "generation, format: template, template: yesno, metrics: [choice], choices: [no, yes]}).",
+        "generation, format: template, template: yesno, metrics: [choice], choices: [no, yes]}); "
+        "`metrics` may also hold `classifier:RUN_DIR[:LABEL[+LABEL]]`: a finished "
+        "classification run labels each generated answer (relative to the suite file).",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
@@ -73,12 +83,21 @@ class SuiteTask(Section):
     limit: int | None = Field(
         None, ge=1, description="Score only the first N rows (lm-evaluation-harness's --limit)."
     )
-    prepare: Literal["none", "wikitext_pages"] = Field(
+    prepare: Literal["none", "wikitext_pages", "hh_dialogue"] = Field(
         "none",
         description="`wikitext_pages`: the rows are the lines of a WikiText file; score them "
-        "as pages (columns `page` as written, `text` detokenized), as lm-eval's wikitext task.",
+        "as pages (columns `page` as written, `text` detokenized), as lm-eval's wikitext task. "
+        "`hh_dialogue`: HH-RLHF rows; their `prompt` transcript becomes chat `messages` "
+        "(`chosen` as the last, reference answer), for `task: {format: chat}`.",
     )
     robustness: bool = Field(True, description="Include this task in the robustness runs.")
+    half: Literal["train", "test"] | None = Field(
+        None,
+        description="Score one seeded half of the rows only (before limit/max_examples): "
+        "`test` is the half that `tunelab data crows-pairs --half train` leaves out of its "
+        "preference pairs, with the same seed (`half_seed`).",
+    )
+    half_seed: int = Field(0, description="Seed of the halves (`tunelab data ... --seed`).")
 
 
 class RobustnessSettings(Section):
@@ -131,6 +150,13 @@ def _task_for(target: Target, st: SuiteTask, suite: Suite):
     kind = st.task.get(
         "type", "classification" if target.kind == "classification" else "generation"
     )
+    if any(is_classifier_metric(m) for m in st.task.get("metrics", [])) and (
+        kind == "classification" or target.kind == "classification"
+    ):
+        raise ConfigError(
+            f"suite task {st.name!r}: classifier: metrics score generated text; the target "
+            "must be a language model (a model name or a finished generation run)"
+        )
     if kind == "classification":
         if target.kind != "classification":
             raise ConfigError(
@@ -154,6 +180,8 @@ def _task_for(target: Target, st: SuiteTask, suite: Suite):
         raise ConfigError(f"suite task {st.name!r} is a {kind} task; this target is a classifier")
     base = target.cfg.to_dict()
     base["task"] = {**st.task, "type": "generation"}
+    if isinstance(st.task.get("metrics"), list):  # classifier:RUN_DIR: scored here, not by it
+        base["task"]["metrics"] = [m for m in st.task["metrics"] if not is_classifier_metric(m)]
     base["data"] = {"labels": st.task.get("labels")} if st.task.get("labels") else {}
     base["task"].pop("labels", None)
     if suite.max_length:
@@ -169,6 +197,22 @@ def _task_for(target: Target, st: SuiteTask, suite: Suite):
     # a choice-only task reports acc/acc_norm; like lm-eval it scores only the choices
     task.reference_loss = list(cfg.task.metrics) != ["choice"]
     return task
+
+
+def dialogue_table(table: Table) -> Table:
+    """HH-RLHF rows (``prompt`` transcript, ``chosen`` answer) with chat ``messages``: the
+    transcript's turns, then ``chosen`` as the assistant's reference answer. Rows that are no
+    such transcript are dropped and counted."""
+    rows, ids, skipped = [], [], list(table.skipped)
+    for row, rid in zip(table.rows, table.row_ids):
+        msgs = hh_messages(row.get("prompt", "")) if isinstance(row.get("prompt"), str) else None
+        answer = row.get("chosen")
+        if not msgs or msgs[-1]["role"] != "user" or not isinstance(answer, str):
+            skipped.append((rid, "prompt is not an HH-RLHF transcript ending with a Human turn"))
+            continue
+        rows.append({**row, "messages": [*msgs, {"role": "assistant", "content": answer.strip()}]})
+        ids.append(rid)
+    return Table(table.source, [*table.columns, "messages"], rows, ids, skipped)
 
 
 def _perturbed(table, columns: list[str], kind: str, strength: float, seed: int):
@@ -263,6 +307,10 @@ def run_suite_to_file(
         if st.prepare == "wikitext_pages":
             rows = page_rows(table.rows, "text")
             table = Table(table.source, ["page", "text"], rows, list(range(1, len(rows) + 1)), [])
+        elif st.prepare == "hh_dialogue":
+            table = dialogue_table(table)
+        if st.half:
+            table = table.subset(seeded_half(len(table), st.half, st.half_seed), table.skipped)
         if st.limit and len(table) > st.limit:
             table = table.subset(list(range(st.limit)), table.skipped)
         if st.max_examples and len(table) > st.max_examples:
@@ -275,9 +323,15 @@ def run_suite_to_file(
             results["tasks"][st.name] = _fairness(t, st, table, bs, suite.seed)
             continue
         task = _task_for(t, st, suite)
+        clf = [
+            parse_classifier_metric(m, base_dir)
+            for m in st.task.get("metrics") or []
+            if is_classifier_metric(m)
+        ]
+
         split = task.table_to_split(table, st.name, on_error="skip")
-        metrics, rows = task.evaluate(t.model, split, bs, t.accelerator)
-        key = main_metric(task)
+        metrics, rows = _scored(t, task, split, clf, bs, precision)
+        key = (headline(clf[0]) if clf else None) or main_metric(task)
         fed = getattr(task, "last_forward", None)
         if fed and fed["seconds"] > 0:
             metrics["forward_tokens_per_s"] = round(fed["tokens"] / fed["seconds"], 1)
@@ -305,7 +359,7 @@ def run_suite_to_file(
                     f"{st.name}-{kind}",
                     on_error="skip",
                 )
-                m, prow = task.evaluate(t.model, noisy, bs, t.accelerator)
+                m, prow = _scored(t, task, noisy, clf, bs, precision)
                 per[kind] = m.get(key)
                 _save_rows(out_dir, f"suite-{suite.name}-{st.name}-{kind}", prow)
                 scores = example_scores(task, prow)
@@ -328,6 +382,17 @@ def run_suite_to_file(
     if console is not None:
         print_suite(console, results)
     return results, path
+
+
+def _scored(t: Target, task, split, clf: list, bs: int, precision: str | None):
+    """The task's own scores of ``split``, plus those of its ``classifier:`` metrics."""
+    metrics, rows = task.evaluate(t.model, split, bs, t.accelerator)
+    if clf:
+        more, rows = score_generations(
+            task, t.model, t.accelerator, split, rows, clf, bs, precision
+        )
+        metrics.update(more)
+    return metrics, rows
 
 
 def _fairness(t: Target, st: SuiteTask, table, bs: int, seed: int) -> dict[str, Any]:
