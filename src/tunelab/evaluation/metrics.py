@@ -167,9 +167,7 @@ def multi_label_metrics(y_true: list[list[int]], y_pred: list[list[int]], labels
 
     out: dict[str, Any] = {"subset_accuracy": float(accuracy_score(y_true, y_pred))}
     for avg in ("micro", "macro"):
-        p, r, f, _ = precision_recall_fscore_support(
-            y_true, y_pred, average=avg, zero_division=0
-        )
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
         out.update({f"f1_{avg}": float(f), f"precision_{avg}": float(p), f"recall_{avg}": float(r)})
     out["n"] = len(y_true)
     return out
