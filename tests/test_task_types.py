@@ -203,6 +203,23 @@ def test_multiple_choice_needs_its_answers(tiny_bert, tmp_path):
         tunelab.train(cfg)
 
 
+def test_cli_predict_prints_entities(trained, capsys):
+    from tunelab.cli import main
+
+    run = str(trained["token_classification"].run_dir)
+    assert main(["predict", run, "--text", "a great film"]) == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert row["entities"] == [{"type": "POS", "text": "great", "start": 2, "end": 7}]
+
+
+def test_mixtures_hold_classification_or_generation_only():
+    from tunelab.config import load_config
+
+    spec = {"name": "a", "data": {"train": "x.csv"}, "task": {"type": "regression"}}
+    with pytest.raises(ConfigError, match="mixture holds classification or generation"):
+        load_config({"mixture": {"tasks": [spec]}})
+
+
 def test_metrics_by_hand():
     m = classification_metrics([0, 0, 1, 1], [0, 1, 1, 1], ["a", "b"])
     # tp=2 fp=1 fn=0 tn=1: MCC = (2*1 - 1*0) / sqrt(3*2*1*2) = 2/sqrt(12)

@@ -224,6 +224,11 @@ class RunConfig(Section):
         if not m.tasks:
             return
         types = {self.spec_task(t).type for t in m.tasks}
+        if types - {"classification", "generation"}:
+            raise ValueError(
+                f"mixture.tasks: a mixture holds classification or generation tasks, not "
+                f"{', '.join(sorted(types - {'classification', 'generation'}))}"
+            )
         if len(types) > 1:
             raise ValueError(
                 "mixture.tasks: classification and generation tasks cannot share a model; "
