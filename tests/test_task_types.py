@@ -10,7 +10,7 @@ import pytest
 
 import tunelab
 from helpers import FILLER, NEGATIVE, POSITIVE, tiny_config, write_csv, write_jsonl
-from tunelab.errors import ConfigError, DataError
+from tunelab.errors import ConfigError, DataError, ModelError
 from tunelab.evaluation.metrics import classification_metrics, regression_metrics
 
 METHODS = ["full", "freeze", "lora", "dora", "ia3", "adapter", "prefix", "prompt", "bitfit"]
@@ -177,6 +177,19 @@ def test_every_encoder_method_trains_saves_and_reloads(tiny_bert, tmp_path, kind
     key = {"regression": "pearson", "multi_label": "f1_micro"}.get(kind)
     key = key or ("entity_f1" if kind == "token_classification" else "accuracy")
     assert again[key] == pytest.approx(res.metrics[key], abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["regression", "token_classification", "multi_label"])
+def test_decoder_heads_with_lora(tiny_llama, tmp_path, kind):
+    over = {"training.max_steps": 6, "training.eval_every": 6, "training.eval_before": False}
+    res = tunelab.train(kind_config(kind, tiny_llama, tmp_path, n_train=48, method="lora", **over))
+    key = {"regression": "pearson", "multi_label": "f1_micro"}.get(kind, "entity_f1")
+    assert tunelab.evaluate(res.run_dir)[key] == pytest.approx(res.metrics[key], abs=1e-5)
+
+
+def test_decoder_without_a_multiple_choice_head(tiny_llama, tmp_path):
+    with pytest.raises(ModelError, match="cannot be loaded as AutoModelForMultipleChoice"):
+        tunelab.train(kind_config("multiple_choice", tiny_llama, tmp_path, n_train=8))
 
 
 def test_conll_file_and_tag_problems(tiny_bert, tmp_path):
