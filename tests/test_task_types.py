@@ -206,6 +206,7 @@ def test_conll_file_and_tag_problems(tiny_bert, tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", rows)
     cfg = kind_config("token_classification", tiny_bert, tmp_path, **{"data.train": str(bad)})
     cfg["output"]["name"] = "bad"
+    cfg["data"]["validation"] = None  # held out from the two rows
     with pytest.raises(DataError, match="row 2: 2 words but 1 tags"):
         tunelab.train(cfg)
 
