@@ -9,7 +9,14 @@ from tunelab.config import RunConfig, config_help, load_config, parse_overrides
 from tunelab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("src/tunelab/configs/*.yaml")])
+SHIPPED = sorted(
+    [
+        *ROOT.glob("configs/*.yaml"),
+        *ROOT.glob("configs/glue/*.yaml"),
+        *ROOT.glob("configs/superglue/*.yaml"),
+        *ROOT.glob("src/tunelab/configs/*.yaml"),
+    ]
+)
 
 
 def test_defaults_are_valid_and_documented():

@@ -32,6 +32,7 @@ from tunelab.workflows.adapters import (
     named_runs,
     parse_weights,
 )
+from tunelab.workflows.benchmark import run_benchmark
 from tunelab.workflows.compare import compare, per_method_overrides
 from tunelab.workflows.demo import run_demo
 from tunelab.workflows.export import export_run
@@ -114,6 +115,7 @@ __all__ = [
     "probe_cache_key",
     "probe_deltas",
     "read_prompts",
+    "run_benchmark",
     "run_demo",
     "run_suite",
     "score_probes",

@@ -267,6 +267,20 @@ def _add_tool_commands(sub) -> None:
     )
     s.set_defaults(func=commands.cmd_compare)
 
+    from tunelab.cli import benchmark as bench_cli
+
+    s = sub.add_parser(
+        "benchmark", help="GLUE / SuperGLUE: fine-tune and score one model per task, the table"
+    )
+    s.add_argument("benchmark", choices=["glue", "superglue"])
+    s.add_argument("config", nargs="?", help="base config (model, method, training)")
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.add_argument("--tasks", help="comma-separated task names, e.g. cola,rte (default: all)")
+    s.add_argument("--output", help="folder for the runs and benchmark.json/.csv/.png")
+    s.add_argument("--data", help="data folder (default: ../shared/data/BENCHMARK)")
+    s.add_argument("--recipes", help="per-task recipe folder (default: configs/BENCHMARK)")
+    s.set_defaults(func=bench_cli.cmd_benchmark)
+
     s = sub.add_parser("models", help="list embedded and installed models")
     s.set_defaults(func=commands.cmd_models)
     s = sub.add_parser("methods", help="list training methods")

@@ -202,8 +202,8 @@ def cmd_predict(args) -> int:
         write_rows(args.output, rows, "predictions")
         return 0
     for r in rows:
-        if args.json:
-            print(json.dumps(r, ensure_ascii=False))
+        if args.json or not isinstance(r.get("probabilities"), dict) or "label" not in r:
+            print(json.dumps(r, ensure_ascii=False))  # regression, tags, entities, answers
         else:
             probs = "  ".join(f"{k}={v:.3f}" for k, v in r["probabilities"].items())
             print(f"{r['label']}\t{probs}\t{r['text']}")

@@ -28,7 +28,7 @@ from tunelab.config.sections import (
     check_template,
 )
 from tunelab.errors import ConfigError
-from tunelab.evaluation.metrics import primary_metric
+from tunelab.evaluation.metrics import headline_metric, primary_metric
 from tunelab.methods import (
     DEFAULT_METHOD,
     method_class,
@@ -134,7 +134,9 @@ class RunConfig(Section):
             scored = [primary_metric(self.spec_task(t), t.metric) for t in self.mixture.tasks]
             self.training.metric = "mean" if any(scored) else "mean_loss"
         if self.training.metric is None:
-            self.training.metric = "accuracy" if self.task.type == "classification" else "loss"
+            self.training.metric = (
+                "loss" if self.task.type == "generation" else headline_metric(self.task.type, [])
+            )
         if not self.mixture.tasks:  # each mixture task names its own template
             check_template(self.task, "task")
         packs = self.task.packing or any(self.spec_task(t).packing for t in self.mixture.tasks)
@@ -222,6 +224,11 @@ class RunConfig(Section):
         if not m.tasks:
             return
         types = {self.spec_task(t).type for t in m.tasks}
+        if types - {"classification", "generation"}:
+            raise ValueError(
+                f"mixture.tasks: a mixture holds classification or generation tasks, not "
+                f"{', '.join(sorted(types - {'classification', 'generation'}))}"
+            )
         if len(types) > 1:
             raise ValueError(
                 "mixture.tasks: classification and generation tasks cannot share a model; "

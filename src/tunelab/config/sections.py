@@ -53,6 +53,17 @@ class DataConfig(Section):
     text_column: str = Field("text", description="Column holding the (first) text.")
     text_pair_column: str | None = Field(None, description="Column holding the second text.")
     label_column: str = Field("label", description="Column holding the label.")
+    columns: list[str] | None = Field(
+        None,
+        description="Column names of a CSV/TSV file without a header row (GLUE's CoLA); unset: "
+        "the first row is the header.",
+    )
+    tokens_column: str = Field(
+        "tokens", description="token_classification: the column holding a row's words."
+    )
+    tags_column: str = Field(
+        "tags", description="token_classification: the column holding one tag per word."
+    )
     labels: list[str] | None = Field(
         None,
         description="Label names in index order. If unset: the sorted distinct training labels.",
@@ -78,11 +89,49 @@ class DataConfig(Section):
 
 
 class TaskConfig(Section):
-    type: Literal["classification", "generation"] = Field(
+    type: Literal[
         "classification",
-        description="What the model learns to do: `classification` (a label per text) or "
+        "generation",
+        "regression",
+        "multi_label",
+        "token_classification",
+        "multiple_choice",
+    ] = Field(
+        "classification",
+        description="What the model learns to do: `classification` (a label per text), "
         "`generation` (text from text: instructions, chat, summaries, answers, translations, "
-        "or plain documents).",
+        "or plain documents), `regression` (a score per text: MSE, Pearson/Spearman), "
+        "`multi_label` (a list of labels per text: sigmoid + BCE, micro/macro F1), "
+        "`token_classification` (a tag per word: entity P/R/F1) or `multiple_choice` (one of "
+        "several answers to a context).",
+    )
+    text_template: str | None = Field(
+        None,
+        description="Encoder tasks: build the (first) text from each row with this template "
+        "instead of data.text_column (Python fields or Jinja, as task.prompt), e.g. "
+        "`{premise} What was the {question}?`.",
+    )
+    pair_template: str | None = Field(
+        None, description="Encoder tasks: the second text from a template (as text_template)."
+    )
+    label_scale: float = Field(
+        1.0,
+        gt=0,
+        description="regression: train on label / label_scale (STS-B's 0-5 with 5); "
+        "predictions and metrics are in the label's own scale.",
+    )
+    label_all_tokens: bool = Field(
+        False,
+        description="token_classification: every sub-word of a word is trained and scored "
+        "with the word's tag; off: only the first sub-word (the rest are ignored).",
+    )
+    choice_columns: list[str] | None = Field(
+        None,
+        description="multiple_choice: the columns holding the answers (e.g. [choice1, "
+        "choice2]); or give one column holding a list of answers as `choices_column`.",
+    )
+    choices_column: str | None = Field(
+        None, description="multiple_choice: the column holding a list of answers per row."
     )
     format: Literal["instruction", "chat", "prompt_completion", "template", "text"] = Field(
         "instruction",

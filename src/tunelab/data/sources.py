@@ -18,7 +18,14 @@ from typing import Any
 
 from tunelab.errors import DataError
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".conll": "conll",
+}
 MAX_REPORTED = 10
 
 
@@ -73,14 +80,33 @@ class RowProblems:
         return self.items
 
 
+def _looks_like_conll(path: Path) -> bool:
+    """Whether a .txt file reads as CoNLL columns: its first lines are ``-DOCSTART-`` or
+    ``token ... TAG`` with an O / B- / I- / E- / S- / L- / U- tag last."""
+    import itertools
+    import re
+
+    tag = re.compile(r"O|[BIESLU]-\S+")
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            lines = [ln.split() for ln in itertools.islice(fh, 200) if ln.strip()][:20]
+    except OSError:
+        return False
+    lines = [p for p in lines if p[0] != "-DOCSTART-"]
+    return bool(lines) and all(len(p) >= 2 and tag.fullmatch(p[-1]) for p in lines)
+
+
 def detect_format(spec: str) -> str:
     if spec.startswith("hub:"):
         return "hub"
     suffix = Path(spec).suffix.lower()
+    if suffix == ".txt" and _looks_like_conll(Path(spec)):
+        return "conll"  # CoNLL-2003 ships as train.txt / valid.txt / test.txt
     if suffix not in FORMATS:
         raise DataError(
             f"{spec}: cannot tell the format from the extension {suffix or '(none)'!r}; "
-            f"use one of {', '.join(FORMATS)} or hub:DATASET_ID"
+            f"use one of {', '.join(FORMATS)} or hub:DATASET_ID (a .txt file is read as "
+            "CoNLL columns when its lines are `token ... tag`)"
         )
     return FORMATS[suffix]
 
@@ -104,12 +130,15 @@ def _has_surrogates(value: Any) -> bool:
 
 
 def _read_delimited(
-    path: Path, delimiter: str, problems: RowProblems
+    path: Path, delimiter: str, problems: RowProblems, columns: list[str] | None = None
 ) -> tuple[list[str], list, list]:
     text = _decode(path, problems)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # TSV as GLUE writes it: fields split on tabs, quote characters are text (a CSV-quoting
+    # reader would merge STS-B/MRPC rows that hold a lone `"`).
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     try:
-        header = next(reader)
+        header = list(columns) if columns else next(reader)
     except StopIteration:
         raise DataError(f"{path}: the file is empty (no header row)") from None
     except csv.Error as e:
@@ -171,6 +200,41 @@ def _read_jsonl(path: Path, problems: RowProblems) -> tuple[list[str], list, lis
     return list(columns), rows, ids
 
 
+def _read_conll(path: Path, problems: RowProblems) -> tuple[list[str], list, list]:
+    """CoNLL column files: one ``token ... tag`` line per word (first column the word, last
+    the tag), a blank line between sentences, ``-DOCSTART-`` lines between documents. Each
+    sentence is a row ``{tokens, tags}``; rows are numbered by sentence."""
+    text = _decode(path, problems)
+    rows, ids = [], []
+    tokens: list[str] = []
+    tags: list[str] = []
+    bad: str | None = None
+    n = 0
+
+    def close() -> None:
+        nonlocal tokens, tags, bad, n
+        if tokens or bad:
+            n += 1
+            if bad:
+                problems.add(n, bad)
+            else:
+                rows.append({"tokens": tokens, "tags": tags})
+                ids.append(n)
+        tokens, tags, bad = [], [], None
+
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0] == "-DOCSTART-":
+            close()
+        elif len(parts) < 2:
+            bad = bad or f"line {lineno} has one column; a CoNLL line is `token ... tag`"
+        else:
+            tokens.append(parts[0])
+            tags.append(parts[-1])
+    close()
+    return ["tokens", "tags"], rows, ids
+
+
 def _read_with_datasets(spec: str, fmt: str, split: str) -> tuple[list[str], list, list]:
     import datasets
 
@@ -203,9 +267,15 @@ def _read_with_datasets(spec: str, fmt: str, split: str) -> tuple[list[str], lis
 
 
 def read_table(
-    spec: str, *, split: str = "train", on_error: str = "strict", defer: bool = False
+    spec: str,
+    *,
+    split: str = "train",
+    on_error: str = "strict",
+    defer: bool = False,
+    columns: list[str] | None = None,
 ) -> Table:
     """Read one split from a file path or ``hub:ID[:CONFIG]`` (``split`` names the hub split).
+    ``columns`` names the columns of a CSV/TSV file that has no header row.
 
     With ``defer``, malformed rows are recorded in ``Table.skipped`` even in strict mode, so
     that the caller can report them together with row-level problems it finds itself.
@@ -219,7 +289,10 @@ def read_table(
         if path.is_dir():
             raise DataError(f"{spec} is a folder; give a data file")
     if fmt in ("csv", "tsv"):
-        columns, rows, ids = _read_delimited(path, "," if fmt == "csv" else "\t", problems)
+        delimiter = "," if fmt == "csv" else "\t"
+        columns, rows, ids = _read_delimited(path, delimiter, problems, columns)
+    elif fmt == "conll":
+        columns, rows, ids = _read_conll(path, problems)
     elif fmt == "jsonl":
         columns, rows, ids = _read_jsonl(path, problems)
     else:

@@ -38,6 +38,8 @@ def peft_task_type(model):
         return TaskType.SEQ_2_SEQ_LM
     if cls.endswith("ForSequenceClassification"):
         return TaskType.SEQ_CLS
+    if cls.endswith("ForTokenClassification"):
+        return TaskType.TOKEN_CLS
     return TaskType.FEATURE_EXTRACTION
 
 

@@ -50,8 +50,11 @@ def _make_prompt_model():
             return torch.cat([output[:, :a], prompt, output[:, a + P :]], dim=1)
 
         def expand(self, name: str, t):
-            """Widen a [batch, seq] input by P positions at the insertion point."""
+            """Widen a [batch, seq] input by P positions at the insertion point (a multiple-
+            choice [batch, choices, seq] input: each choice's row)."""
             a, P = self.at, self.P
+            if t.dim() == 3:
+                return self.expand(name, t.reshape(-1, t.shape[-1])).reshape(*t.shape[:2], -1)
             fill = {
                 "input_ids": self.placeholder,
                 "attention_mask": 1,
@@ -62,7 +65,7 @@ def _make_prompt_model():
             return torch.cat([t[:, :a], mid, t[:, a:]], dim=1)
 
         def forward(self, input_ids, attention_mask=None, token_type_ids=None, **inputs):
-            if input_ids.shape[1] < self.at:
+            if input_ids.shape[-1] < self.at:
                 raise RuntimeError("prompt tuning: an input is shorter than its leading token")
             inputs["input_ids"] = self.expand("input_ids", input_ids)
             if attention_mask is not None:
@@ -80,9 +83,14 @@ def _make_prompt_model():
                 raise RuntimeError("prompt tuning got packed rows")
             self._pending = True
             try:
-                return self.base(**inputs)
+                out = self.base(**inputs)
             finally:
                 self._pending = False
+            if type(self.base).__name__.endswith("ForTokenClassification"):
+                # a tag per input token: the prompt's positions have none
+                a, P = self.at, self.P
+                out.logits = torch.cat([out.logits[:, :a], out.logits[:, a + P :]], dim=1)
+            return out
 
         def generate(self, input_ids, attention_mask=None, **kwargs):
             """``generate`` of the base model with the soft prompt in its input; the returned

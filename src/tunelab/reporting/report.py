@@ -20,6 +20,7 @@ from typing import Any
 from tunelab import rundir
 from tunelab.errors import RunDirError
 from tunelab.evaluation.human_metrics import METRICS, human_vs_metrics
+from tunelab.reporting.benchmark import benchmark_html, split_benchmarks
 from tunelab.utils.io import atomic_write_text
 
 SCRIPT = """
@@ -321,6 +322,19 @@ def _human_section(res: dict[str, Any]) -> list[str]:
     ]
 
 
+RUN_COLUMNS = (
+    "run",
+    "model",
+    "method",
+    "status",
+    "trainable %",
+    "steps",
+    "examples/s",
+    "peak RSS MB",
+    "saved MB",
+)
+
+
 def build_report(
     run_dirs: list[str | Path],
     output: str | Path,
@@ -331,6 +345,7 @@ def build_report(
     out = Path(output)
     if out.exists() and not overwrite:
         raise RunDirError(f"{out} exists; pass --overwrite to replace it")
+    benches, run_dirs = split_benchmarks(run_dirs)
     runs = [_read_run(Path(d)) for d in run_dirs]
     sheets = [human_vs_metrics(sheet) for sheet in human]  # (before anything is drawn)
     parts = [
@@ -340,6 +355,7 @@ def build_report(
         "</head><body>",
         "<h1>tunelab report</h1>",
     ]
+    parts += [p for b in benches for p in benchmark_html(b)]
     # summary
     rows = []
     for r in runs:
@@ -361,20 +377,7 @@ def build_report(
         )
     parts += [
         "<h2>Runs</h2>",
-        _table(
-            [
-                "run",
-                "model",
-                "method",
-                "status",
-                "trainable %",
-                "steps",
-                "examples/s",
-                "peak RSS MB",
-                "saved MB",
-            ],
-            rows,
-        ),
+        _table(list(RUN_COLUMNS), rows),
     ]
     # metrics side by side
     keys: list[str] = []

@@ -222,3 +222,19 @@ def _fair_rows(e: dict[str, Any]):
             if v["n"]:
                 yield f"{attr}: flip rate", f"{v['flip_rate']:.4f}", f"n={v['n']}"
                 yield f"{attr}: mean Δp({e['score_label']})", f"{v['mean_score_change']:+.4f}", ""
+
+
+def print_benchmark(console, state: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """The benchmark table as papers print it: a column per task, then the average."""
+    t = _table(f"{state['benchmark'].upper()} (dev)", ["", *[r["task"] for r in rows], "Avg"])
+    t.add_row("metric", *[r["metric"].replace("accuracy", "acc") for r in rows], "")
+    avg = state.get("average")
+    t.add_row("score", *[r["value"] for r in rows], "" if avg is None else f"{avg:.1f}")
+    console.print(t)
+    notes = [
+        f"{x['title']}: {x['status']}"
+        for x in state["tasks"].values()
+        if x["status"] != "completed"
+    ]
+    if notes:
+        console.print("not scored: " + "; ".join(notes))

@@ -6,6 +6,8 @@ from tunelab.tasks.base import Split, Task
 from tunelab.tasks.classification import ClassificationTask
 from tunelab.tasks.generation import GenerationTask
 from tunelab.tasks.mixture import MixtureTask
+from tunelab.tasks.multi_label import MultiLabelTask
+from tunelab.tasks.multiple_choice import MultipleChoiceTask
 from tunelab.tasks.registry import (
     build_task,
     config_kind,
@@ -14,8 +16,18 @@ from tunelab.tasks.registry import (
     register_task,
     task_kinds,
 )
+from tunelab.tasks.regression import RegressionTask
+from tunelab.tasks.token_classification import TokenClassificationTask
 
-for _cls in (ClassificationTask, GenerationTask, MixtureTask):
+for _cls in (
+    ClassificationTask,
+    GenerationTask,
+    MixtureTask,
+    RegressionTask,
+    MultiLabelTask,
+    TokenClassificationTask,
+    MultipleChoiceTask,
+):
     register_task(_cls)
 
 __all__ = [

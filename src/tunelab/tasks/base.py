@@ -71,11 +71,13 @@ class Task(ABC):
         hub_split: str = "train",
         on_error: str = "strict",
         require_labels: bool = True,
+        columns: list[str] | None = None,
     ) -> Split:
-        """Read a data file (or hub dataset) and tokenize it."""
+        """Read a data file (or hub dataset) and tokenize it (``columns``: a header-less
+        file's column names)."""
         from tunelab.data.sources import read_table
 
-        table = read_table(spec, split=hub_split, on_error=on_error, defer=True)
+        table = read_table(spec, split=hub_split, on_error=on_error, defer=True, columns=columns)
         return self.table_to_split(table, name, require_labels=require_labels, on_error=on_error)
 
     @abstractmethod
@@ -133,6 +135,10 @@ class Task(ABC):
     ) -> list[list[float]]:
         """Class probabilities of texts (classification tasks)."""
         raise ConfigError(f"a {self.kind} run does not classify texts: use `tunelab generate`")
+
+    def predict_records(self, model, split: Split, batch_size: int, accelerator) -> list[dict]:
+        """Each record of an unlabelled split with this task's prediction (``tunelab predict``)."""
+        raise ConfigError(f"a {self.kind} run does not predict labels: use `tunelab generate`")
 
     def prompt_ids(self, prompt: str | list[dict[str, str]]) -> list[int]:
         """Token ids of a prompt as the model sees it (generation tasks)."""

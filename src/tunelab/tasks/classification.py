@@ -40,16 +40,22 @@ class ClassificationTask(Task):
         label_column: str = "label",
         max_length: int = 128,
         tokenizer=None,
+        text_template: str | None = None,
+        pair_template: str | None = None,
     ):
-        if len(labels) < 2:
-            raise DataError(f"classification needs at least 2 labels, found {labels}")
+        self.check_labels(labels)
         self.labels = list(labels)
+        self.text_template, self.pair_template = text_template, pair_template
         self.label2id = {name: i for i, name in enumerate(self.labels)}
         self.text_column, self.text_pair_column = text_column, text_pair_column
         self.label_column, self.max_length = label_column, max_length
         self.tokenizer = tokenizer
         if tokenizer is not None:
             self.pad_id = tokenizer.pad_token_id
+
+    def check_labels(self, labels: list[str]) -> None:
+        if len(labels) < 2:
+            raise DataError(f"classification needs at least 2 labels, found {labels}")
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -59,7 +65,7 @@ class ClassificationTask(Task):
         if labels is None:
             if train_table is None:
                 raise DataError("data.labels must be given when there is no training data")
-            labels = infer_labels([r.get(d.label_column) for r in train_table.rows])
+            labels = cls.infer_labels([r.get(d.label_column) for r in train_table.rows])
         return cls(
             labels,
             d.text_column,
@@ -67,7 +73,17 @@ class ClassificationTask(Task):
             d.label_column,
             cfg.model.max_length,
             tokenizer,
+            **cls.config_extras(cfg),
         )
+
+    @staticmethod
+    def infer_labels(values: list[Any]) -> list[str]:
+        return infer_labels(values)
+
+    @classmethod
+    def config_extras(cls, cfg) -> dict[str, Any]:
+        """Constructor arguments from ``cfg.task`` beyond the shared ones (subclasses add)."""
+        return {"text_template": cfg.task.text_template, "pair_template": cfg.task.pair_template}
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any], tokenizer) -> ClassificationTask:
@@ -78,7 +94,11 @@ class ClassificationTask(Task):
             meta["label_column"],
             meta["max_length"],
             tokenizer,
+            **{k: meta[k] for k in cls.extra_keys if k in meta},
         )
+
+    #: metadata keys passed back to the constructor (subclasses add theirs)
+    extra_keys: tuple[str, ...] = ("text_template", "pair_template")
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -88,6 +108,7 @@ class ClassificationTask(Task):
             "text_pair_column": self.text_pair_column,
             "label_column": self.label_column,
             "max_length": self.max_length,
+            **{k: getattr(self, k) for k in self.extra_keys},
         }
 
     def build_model(self, resolved, trust_remote_code: bool = False):
@@ -98,9 +119,7 @@ class ClassificationTask(Task):
             self.auto_class,
             trust_remote_code,
             output_loading_info=True,
-            num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)),
-            label2id=dict(self.label2id),
+            **self.head_kwargs(),
         )
         # The head: what the checkpoint did not hold (BERT's classifier, BART's classification
         # head, Llama's score), plus BERT's pooler, which sequence classification repurposes
@@ -114,6 +133,14 @@ class ClassificationTask(Task):
         return model
 
     new_modules: set[str] | None = None
+
+    def head_kwargs(self) -> dict[str, Any]:
+        """What the model config needs to build this task's head."""
+        return {
+            "num_labels": len(self.labels),
+            "id2label": dict(enumerate(self.labels)),
+            "label2id": dict(self.label2id),
+        }
 
     def head_modules(self, model) -> list[str]:
         names = {n.split(".")[-1] for n, _ in model.named_modules()}
@@ -131,29 +158,22 @@ class ClassificationTask(Task):
         check_columns(
             table,
             {
-                "text_column": self.text_column,
-                "text_pair_column": self.text_pair_column,
+                "text_column": None if self.text_template else self.text_column,
+                "text_pair_column": None if self.pair_template else self.text_pair_column,
                 "label_column": self.label_column if require_labels else None,
             },
         )
         problems = RowProblems(table.source, on_error)
         texts, pairs, labels, records = [], [], [], []
+        pair_wanted = bool(self.text_pair_column or self.pair_template)
         for row, rid in zip(table.rows, table.row_ids):
-            text = row.get(self.text_column)
-            why = _text_problem(text, self.text_column)
+            text, why = self.row_text(row, self.text_template, self.text_column)
             pair = None
-            if why is None and self.text_pair_column:
-                pair = row.get(self.text_pair_column)
-                why = _text_problem(pair, self.text_pair_column)
+            if why is None and pair_wanted:
+                pair, why = self.row_text(row, self.pair_template, self.text_pair_column)
             label = None
             if why is None and require_labels:
-                raw = row.get(self.label_column)
-                if is_missing(raw) or label_key(raw) == "":
-                    why = f"label ({self.label_column}) is empty"
-                else:
-                    label = self._label_index(raw)
-                    if label is None:
-                        why = f"label {raw!r} is not one of {self.labels}"
+                label, why = self.parse_label(row.get(self.label_column))
             if why is not None:
                 problems.add(rid, why)
                 continue
@@ -161,21 +181,48 @@ class ClassificationTask(Task):
             pairs.append(pair)
             labels.append(label)
             rec = {"row": rid, "text": text}
-            if self.text_pair_column:
+            if pair_wanted:
                 rec["text_pair"] = pair
             if require_labels:
-                rec["label"] = self.labels[label]
+                rec["label"] = self.label_name(label)
             records.append(rec)
         skipped = problems.finish(table.skipped)
         if not texts:
             raise DataError(
                 f"{table.source}: no usable rows for split {name!r}; the split is empty"
             )
-        features = self.encode(texts, pairs if self.text_pair_column else None)
+        features = self.encode(texts, pairs if pair_wanted else None)
         if require_labels:
             for f, y in zip(features, labels):
                 f["labels"] = y
         return Split(name, features, records, skipped)
+
+    @staticmethod
+    def row_text(row: dict[str, Any], template: str | None, column: str | None):
+        """(text, None) of a row, from its column or a ``task.text_template``; (None, why)."""
+        if template:
+            from tunelab.data.templates import render_prompt
+
+            try:
+                value = render_prompt(template, row)
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                return None, f"template: {e}"
+            return value, _text_problem(value, "the templated text")
+        value = row.get(column)
+        return value, _text_problem(value, column)
+
+    def parse_label(self, raw: Any) -> tuple[Any, str | None]:
+        """(the model's target, None) for a label value, or (None, why it is unusable)."""
+        if is_missing(raw) or label_key(raw) == "":
+            return None, f"label ({self.label_column}) is empty"
+        label = self._label_index(raw)
+        if label is None:
+            return None, f"label {raw!r} is not one of {self.labels}"
+        return label, None
+
+    def label_name(self, target: Any) -> Any:
+        """How a target shows in records and predictions."""
+        return self.labels[target]
 
     def _label_index(self, raw: Any) -> int | None:
         key = label_key(raw)
@@ -196,9 +243,10 @@ class ClassificationTask(Task):
         """Unlabelled texts (and second texts) as a split; records show what was given."""
         if any(not isinstance(t, str) or not t.strip() for t in texts):
             raise DataError("every --text must be non-empty")
-        if self.text_pair_column and (not pairs or len(pairs) != len(texts)):
+        paired = bool(self.text_pair_column or self.pair_template)
+        if paired and (not pairs or len(pairs) != len(texts)):
             raise DataError("this model classifies text pairs: give one --text-pair per --text")
-        if pairs and not self.text_pair_column:
+        if pairs and not paired:
             raise DataError("this model classifies single texts; --text-pair is not used")
         feats = self.encode(texts, pairs)
         for f in feats:
@@ -237,6 +285,19 @@ class ClassificationTask(Task):
 
     def predict_proba(self, model, split: Split, batch_size: int, accelerator) -> list[list[float]]:
         """Class probabilities for every example of ``split``, in order, on every process."""
+        return self.scores(model, split, batch_size, accelerator, lambda t: t.softmax(-1))
+
+    def predict_records(self, model, split: Split, batch_size: int, accelerator) -> list[dict]:
+        """Each record of ``split`` with its predicted label and the class probabilities."""
+        out = []
+        for rec, p in zip(split.records, self.predict_proba(model, split, batch_size, accelerator)):
+            best = max(range(len(p)), key=p.__getitem__)
+            probs = {n: round(q, 6) for n, q in zip(self.labels, p)}
+            out.append({**rec, "label": self.labels[best], "probabilities": probs})
+        return out
+
+    def scores(self, model, split: Split, batch_size: int, accelerator, transform):
+        """``transform(logits)`` of every example of ``split``, in order, on every process."""
         import torch
         from accelerate.utils import gather_object
 
@@ -253,7 +314,7 @@ class ClassificationTask(Task):
                     k: v.to(accelerator.device) if hasattr(v, "to") else v for k, v in batch.items()
                 }
                 with accelerator.autocast():
-                    probs = self._logits(model, batch).softmax(-1).cpu().tolist()
+                    probs = transform(self._logits(model, batch)).cpu().tolist()
                 out.extend(zip(idx, probs))
         if accelerator.num_processes > 1:
             out = gather_object(out)

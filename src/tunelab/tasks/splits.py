@@ -36,7 +36,9 @@ def subsample(table, k: int, seed: int):
 def read_train_table(cfg):
     """The training table of ``cfg`` (malformed rows deferred to the task's own checks)."""
     d = cfg.data
-    return read_table(d.train, split=d.train_split, on_error=d.on_error, defer=True)
+    return read_table(
+        d.train, split=d.train_split, on_error=d.on_error, defer=True, columns=d.columns
+    )
 
 
 def single_task_splits(cfg, task, train_table=None) -> dict[str, Any]:
@@ -51,7 +53,11 @@ def single_task_splits(cfg, task, train_table=None) -> dict[str, Any]:
     if d.validation:
         train_t = train_table
         val = task.load_split(
-            d.validation, "validation", hub_split=d.validation_split, on_error=d.on_error
+            d.validation,
+            "validation",
+            hub_split=d.validation_split,
+            on_error=d.on_error,
+            columns=d.columns,
         )
     else:
         train_t, val_t = held_out(train_table, d.validation_fraction, cfg.training.seed)
@@ -66,6 +72,6 @@ def single_task_splits(cfg, task, train_table=None) -> dict[str, Any]:
         splits["test"] = task.table_to_split(test_t, "test", on_error=d.on_error)
     if d.test:
         splits["test"] = task.load_split(
-            d.test, "test", hub_split=d.test_split, on_error=d.on_error
+            d.test, "test", hub_split=d.test_split, on_error=d.on_error, columns=d.columns
         )
     return splits

@@ -167,7 +167,7 @@ def predict(
     """Labels with probabilities for texts (or a file's text column), in input order."""
     run = loaded(run_dir, trust_remote_code)
     task = run.task
-    if task.kind != "classification":
+    if task.kind in ("generation", "mixture"):
         raise ConfigError(
             f"{run.run_dir} is a {task.kind} run: use `tunelab generate` (tunelab.generate)"
         )
@@ -179,18 +179,7 @@ def predict(
         if not texts:
             raise DataError("nothing to predict: give texts (--text) or a file (--file)")
         split = task.texts_split(texts, text_pairs)
-    probs = task.predict_proba(run.model, split, batch_size, run.accelerator)
-    out = []
-    for rec, p in zip(split.records, probs):
-        best = max(range(len(p)), key=p.__getitem__)
-        out.append(
-            {
-                **rec,
-                "label": task.labels[best],
-                "probabilities": {n: round(q, 6) for n, q in zip(task.labels, p)},
-            }
-        )
-    return out
+    return task.predict_records(run.model, split, batch_size, run.accelerator)
 
 
 def merge(
@@ -224,4 +213,8 @@ def merged_auto_class(run_dir: str | os.PathLike) -> str:
     task = rundir.read_info(run_dir)["task"]
     if task["type"] == "generation":
         return "AutoModelForSeq2SeqLM" if task.get("seq2seq") else "AutoModelForCausalLM"
+    if task["type"] in ("token_classification", "multiple_choice"):
+        from tunelab.tasks import get_task
+
+        return get_task(task["type"]).auto_class
     return "AutoModelForSequenceClassification"
