@@ -20,7 +20,20 @@ import yaml
 from helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_BIN = Path(os.environ.get("TUNELAB_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _pg_bin() -> Path:
+    """Debian's PostgreSQL server binaries (the newest version installed), or TUNELAB_PG_BIN."""
+    if os.environ.get("TUNELAB_PG_BIN"):
+        return Path(os.environ["TUNELAB_PG_BIN"])
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 def tune_cmd(path: Path, *args: str) -> list[str]:
@@ -139,7 +152,7 @@ def postgres_url():
         pytest.skip(f"could not start PostgreSQL: {getattr(e, 'stderr', b'')!r}")
     try:
         run(
-            str(PG_BIN.parent / "bin" / "createdb"),
+            str(PG_BIN / "createdb"),
             "-h",
             "127.0.0.1",
             "-p",

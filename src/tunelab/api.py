@@ -67,6 +67,7 @@ from tunelab.workflows.train import (
     train_per_task_adapters,
     train_stages,
 )
+from tunelab.workflows.tune import TuneResult, tune
 
 __all__ = [
     "RESUME_FIXED",
@@ -78,6 +79,7 @@ __all__ = [
     "LoadedRun",
     "RatingSession",
     "RunResult",
+    "TuneResult",
     "build_task",
     "cached_probe_scores",
     "chat",
@@ -121,5 +123,6 @@ __all__ = [
     "train_per_task_adapters",
     "train_single",
     "train_stages",
+    "tune",
     "write_preferences",
 ]
