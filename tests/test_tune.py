@@ -215,3 +215,16 @@ def test_tune_refusals(tiny_bert, keyword_data, tmp_path):
     assert len(res.trials) == 1
     with pytest.raises(ConfigError, match="started with another config"):
         tune(cfg, ["training.max_steps=8"], trials=1, study="a", output=tmp_path / "a")
+
+
+def test_timeout_starts_no_new_trial(tiny_bert, keyword_data, tmp_path):
+    """Past --timeout no trial starts: here none at all, and the record says so."""
+    from tunelab.workflows.tune import tune
+
+    cfg = study_config(tiny_bert, keyword_data, tmp_path / "runs")
+    res = tune(cfg, trials=3, timeout=0)
+    assert res.trials == [] and res.best == []
+    rec = json.loads((res.study_dir / "study.json").read_text())
+    assert rec["counts"] == {"complete": 0, "pruned": 0, "fail": 0, "running": 0}
+    assert not (res.study_dir / "best.yaml").exists()
+    assert not list(res.study_dir.glob("trial-*"))
