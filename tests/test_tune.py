@@ -228,3 +228,21 @@ def test_timeout_starts_no_new_trial(tiny_bert, keyword_data, tmp_path):
     assert rec["counts"] == {"complete": 0, "pruned": 0, "fail": 0, "running": 0}
     assert not (res.study_dir / "best.yaml").exists()
     assert not list(res.study_dir.glob("trial-*"))
+
+
+def test_failed_trials_are_recorded_and_a_run_of_them_stops(tiny_bert, keyword_data, tmp_path):
+    """A trial whose run fails is a failed trial (its error kept) and the study goes on; three
+    in a row stop `tunelab tune` with the last error, and study.json holds them."""
+    from tunelab.errors import TunelabError
+    from tunelab.workflows.tune import study_records, tune
+
+    cfg = study_config(tiny_bert, keyword_data, tmp_path / "runs")
+    cfg["search"]["space"] = {"data.text_column": {"choice": ["nope"]}}
+    with pytest.raises(TunelabError, match="3 trials in a row failed; the last: .*nope"):
+        tune(cfg, trials=2)
+    import optuna
+
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/runs/s/study.db")
+    recs, best = study_records(study, ["accuracy"])
+    assert [r["state"] for r in recs] == ["fail"] * 3 and best == []
+    assert all("nope" in r["error"] for r in recs)

@@ -22,7 +22,7 @@ from typing import Any
 from tunelab import rundir
 from tunelab.config import RunConfig, load_config
 from tunelab.config.search import TRAINABLE_PARAMS, SearchConfig, apply_params
-from tunelab.errors import ConfigError, TunelabError
+from tunelab.errors import ConfigError, RunInterrupted, TunelabError
 from tunelab.evaluation.metrics import greater_is_better, scalar_metrics
 
 STUDY_DB = "study.db"
@@ -42,6 +42,14 @@ class TuneResult:
 
 class _Surplus(Exception):
     """A trial begun after the study's budget was taken by other workers: it does not train."""
+
+
+class _TrialFailed(Exception):
+    """A trial's run ended with a tunelab error: the trial fails, the study goes on."""
+
+
+#: trials of one worker that fail in a row before `tunelab tune` stops with the last error
+MAX_FAILED_IN_A_ROW = 3
 
 
 def objectives_of(cfg: RunConfig) -> tuple[list[str], list[str]]:
@@ -159,6 +167,8 @@ class _Objective:
         self.cfg, self.study_dir, self.study_name = cfg, study_dir, study_name
         self.n_trials, self.console = n_trials, console
         self.names, _ = objectives_of(cfg)
+        #: this worker's consecutive failed trials (their errors)
+        self.failed: list[str] = []
 
     def __call__(self, trial) -> float | list[float]:
         import optuna
@@ -195,7 +205,16 @@ class _Objective:
         if self.console:
             shown = ", ".join(f"{k}={v}" for k, v in params.items())
             self.console.print(f"[bold]trial {trial.number}[/] ({run_name}): {shown}")
-        res = train_single(tcfg, [report])
+        try:
+            res = train_single(tcfg, [report])
+        except RunInterrupted:
+            raise
+        except TunelabError as e:
+            message = (str(e).splitlines() or [type(e).__name__])[0][:500]
+            trial.set_user_attr("error", message)
+            self.failed.append(message)
+            raise _TrialFailed(message) from e
+        self.failed.clear()
         info = rundir.read_info(run_dir)
         info["trial"] = {"study": self.study_name, "number": trial.number, "params": params}
         if pruned:
@@ -393,7 +412,11 @@ def _tune(config, overrides, trials, timeout, study, storage, output) -> TuneRes
             time.sleep(min(5.0, cfg.search.heartbeat_s))  # other workers hold the last trials
             continue
         start = time.monotonic()
-        ostudy.optimize(objective, n_trials=1, catch=(_Surplus,))
+        ostudy.optimize(objective, n_trials=1, catch=(_Surplus, _TrialFailed))
+        if len(objective.failed) >= MAX_FAILED_IN_A_ROW:
+            raise TunelabError(
+                f"{len(objective.failed)} trials in a row failed; the last: {objective.failed[-1]}"
+            )
         last = ostudy.get_trials(deepcopy=False)[-1:]
         if not (last and last[0].user_attrs.get("surplus")):
             spent.append(time.monotonic() - start)
@@ -452,6 +475,8 @@ def study_records(study, names: list[str]) -> tuple[list[dict[str, Any]], list[d
             "intermediate": {str(k): v for k, v in sorted(inter.items())},
             "retry_of": RetryHeartbeatStaleTrialCallback.retried_trial_number(t),
         }
+        if t.user_attrs.get("error"):
+            rec["error"] = t.user_attrs["error"]
         if t.state == TrialState.PRUNED and inter:
             step = max(inter)
             rec["pruned"] = {"step": step, "value": inter[step]}
