@@ -31,7 +31,7 @@ class SearchParam(Section):
         description="sample only when these (choice) parameters took one of these values",
     )
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
     @model_validator(mode="after")
     def _one_kind(self) -> SearchParam:
