@@ -61,9 +61,11 @@ def write_study_config(tmp_path: Path, model: Path, data: dict, **training) -> P
     return path
 
 
-def test_kill_9_during_a_trial_then_continue(tiny_bert, keyword_data, tmp_path):
-    """Trial 1 is killed after its first checkpoint; the same command again keeps trial 0,
-    re-runs trial 1 from that checkpoint (in its own run directory) and reaches 3 trials."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_interrupted_during_a_trial_then_continue(tiny_bert, keyword_data, tmp_path, sig):
+    """Trial 1 is killed (or interrupted) after its first checkpoint; the same command again
+    keeps trial 0, re-runs trial 1 from its checkpoint (in its own run directory) and reaches
+    3 trials."""
     from tunelab.training.checkpoint import MARKER
 
     path = write_study_config(tmp_path, tiny_bert, keyword_data, max_steps=40, eval_every=8)
@@ -77,10 +79,12 @@ def test_kill_9_during_a_trial_then_continue(tiny_bert, keyword_data, tmp_path):
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
+        proc.wait(timeout=300)
     finally:
         proc.kill()
         proc.wait()
+    assert proc.returncode != 0
     assert not (study / "study.json").exists()  # it never got to the end
     out = subprocess.run(
         tune_cmd(path, "--trials", "3"), env=env(), capture_output=True, text=True, timeout=900

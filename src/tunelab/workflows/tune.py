@@ -207,7 +207,10 @@ class _Objective:
             self.console.print(f"[bold]trial {trial.number}[/] ({run_name}): {shown}")
         try:
             res = train_single(tcfg, [report])
-        except RunInterrupted:
+        except RunInterrupted:  # Ctrl-C, SIGTERM: the next `tunelab tune` resumes this trial
+            trial.study.enqueue_trial(
+                trial.params, user_attrs={"run_dir": run_name, "retry_of": trial.number}
+            )
             raise
         except TunelabError as e:
             message = (str(e).splitlines() or [type(e).__name__])[0][:500]
@@ -473,7 +476,9 @@ def study_records(study, names: list[str]) -> tuple[list[dict[str, Any]], list[d
             "run_dir": t.user_attrs.get("run_dir"),
             "steps": t.user_attrs.get("steps"),
             "intermediate": {str(k): v for k, v in sorted(inter.items())},
-            "retry_of": RetryHeartbeatStaleTrialCallback.retried_trial_number(t),
+            "retry_of": RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+            if t.user_attrs.get("retry_of") is None
+            else t.user_attrs["retry_of"],
         }
         if t.user_attrs.get("error"):
             rec["error"] = t.user_attrs["error"]
