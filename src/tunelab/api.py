@@ -69,6 +69,7 @@ from tunelab.workflows.train import (
     train_per_task_adapters,
     train_stages,
 )
+from tunelab.workflows.tune import TuneResult, tune
 
 __all__ = [
     "RESUME_FIXED",
@@ -80,6 +81,7 @@ __all__ = [
     "LoadedRun",
     "RatingSession",
     "RunResult",
+    "TuneResult",
     "build_task",
     "cached_probe_scores",
     "chat",
@@ -125,5 +127,6 @@ __all__ = [
     "train_per_task_adapters",
     "train_single",
     "train_stages",
+    "tune",
     "write_preferences",
 ]

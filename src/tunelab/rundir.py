@@ -42,6 +42,10 @@ TRACKERS = "trackers"
 PIPELINE = "pipeline.json"
 ADAPTERS = "adapters.json"
 #: prefixes of the tokenizer's files in a saved model folder (copied next to merged weights)
+#: a `tunelab tune` study folder: its record, the best trial's config, Optuna's plots
+STUDY_JSON = "study.json"
+STUDY_BEST = "best.yaml"
+STUDY_PLOTS = "plots"
 TOKENIZER_FILES = ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
 
 
@@ -296,3 +300,13 @@ def run_status(info: dict[str, Any]) -> str:
     if status == "running" and here and not pid_alive(proc.get("pid", -1)):
         return "interrupted (process gone)"
     return status
+
+
+def is_study_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a `tunelab tune` study folder (it holds ``study.json``)."""
+    return (Path(path) / STUDY_JSON).is_file()
+
+
+def read_study(path: str | Path) -> dict[str, Any]:
+    """A study folder's ``study.json``."""
+    return json.loads((Path(path) / STUDY_JSON).read_text(encoding="utf-8"))

@@ -290,6 +290,10 @@ def _add_tool_commands(sub) -> None:
     s.add_argument("overrides", nargs="*", metavar="key=value")
     s.set_defaults(func=commands.cmd_config)
 
+    from tunelab.cli.tune import add_tune_command
+
+    add_tune_command(sub)
+
 
 class _ConfigHelpParser(argparse.ArgumentParser):
     """`tunelab train --help` lists every config key (built only when help is printed)."""

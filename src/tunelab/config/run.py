@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tunelab.config.search import SearchConfig
 from tunelab.config.sections import (
     AugmentConfig,
     CurriculumConfig,
@@ -68,6 +69,11 @@ class RunConfig(Section):
     )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    search: SearchConfig = Field(
+        default_factory=SearchConfig,
+        description="Hyperparameter search (`tunelab tune`): the space, objective(s), "
+        "sampler and pruner; `tunelab train` ignores it.",
+    )
     resume_ignore_changes: bool = Field(
         False,
         description="Resume even though the data, model, method or seed changed since the "
@@ -145,6 +151,13 @@ class RunConfig(Section):
                 f"task.packing: method {self.method} does not train on packed rows; set "
                 "task.packing=false or use another method"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _search_keys(self) -> RunConfig:
+        if self.search.space:
+            base = {k: v for k, v in self.to_dict().items() if k != "search"}
+            self.search.check_keys(base, RunConfig.model_validate)
         return self
 
     def _spec_task_or_none(self, spec: TaskSpec) -> TaskConfig | None:
@@ -299,7 +312,7 @@ def format_validation_error(
     for e in err.errors():
         key = prefix + ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        if not e["loc"]:  # a whole-config check: its message names the keys itself
+        if not e["loc"] or msg.startswith(key + "."):  # the message names the keys itself
             lines.append(msg)
             continue
         if e["type"] == "extra_forbidden":

@@ -21,6 +21,7 @@ from tunelab import rundir
 from tunelab.errors import RunDirError
 from tunelab.evaluation.human_metrics import METRICS, human_vs_metrics
 from tunelab.reporting.benchmark import benchmark_html, split_benchmarks
+from tunelab.reporting.study import study_html, study_run_dirs
 from tunelab.utils.io import atomic_write_text
 
 SCRIPT = """
@@ -58,6 +59,14 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
         "predictions": rundir.read_predictions(run_dir, "validation", limit=8),
         "config": rundir.read_config_text(run_dir),
     }
+
+
+def _read_inputs(paths) -> tuple[list[dict[str, Any]], list[tuple[Path, dict[str, Any]]]]:
+    """The runs and the `tunelab tune` studies named: a study brings its trials' runs."""
+    studies = [(Path(d), rundir.read_study(d)) for d in paths if rundir.is_study_dir(d)]
+    dirs = [Path(d) for d in paths if not rundir.is_study_dir(d)]
+    dirs += [r for d, s in studies for r in study_run_dirs(d, s)]
+    return [_read_run(d) for d in dirs], studies
 
 
 def _png(fig) -> str:
@@ -346,14 +355,14 @@ def build_report(
     if out.exists() and not overwrite:
         raise RunDirError(f"{out} exists; pass --overwrite to replace it")
     benches, run_dirs = split_benchmarks(run_dirs)
-    runs = [_read_run(Path(d)) for d in run_dirs]
+    runs, studies = _read_inputs(run_dirs)
     sheets = [human_vs_metrics(sheet) for sheet in human]  # (before anything is drawn)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>tunelab report</title>",
         STYLE,
         SCRIPT,
-        "</head><body>",
-        "<h1>tunelab report</h1>",
+        "</head><body><h1>tunelab report</h1>",
+        *(p for d, s in studies for p in study_html(d, s, _table)),
     ]
     parts += [p for b in benches for p in benchmark_html(b)]
     # summary

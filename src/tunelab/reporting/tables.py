@@ -238,3 +238,34 @@ def print_benchmark(console, state: dict[str, Any], rows: list[dict[str, Any]]) 
     ]
     if notes:
         console.print("not scored: " + "; ".join(notes))
+
+
+def print_study(console, trials: list[dict[str, Any]], best: list[int], test=None) -> None:
+    """``tunelab tune``: one row per trial (params, values, state), the best marked."""
+    params = [k for t in trials for k in t["params"]]
+    params = list(dict.fromkeys(params))
+    values = list(dict.fromkeys(k for t in trials for k in (t["values"] or {})))
+    cols = ["trial", "state", *params, *values, "steps", "seconds", "run"]
+    t = _table("trials", cols, ("trial", "state", "run"))
+    for r in trials:
+        mark = " *" if r["number"] in best else ""
+        state = r["state"] + (f" @{r['pruned']['step']}" if r.get("pruned") else "")
+        t.add_row(
+            f"{r['number']}{mark}",
+            state,
+            *[_fmt(r["params"].get(k, "—")) for k in params],
+            *[_fmt((r["values"] or {}).get(k, "—")) for k in values],
+            str(r.get("steps") or "—"),
+            _fmt(r.get("duration_s") or "—"),
+            str(r.get("run_dir") or ""),
+        )
+    console.print(t)
+    if best:
+        console.print(f"* best trial{'s (Pareto front)' if len(best) > 1 else ''}: {best}")
+    if test:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in test["metrics"].items() if k != "n")
+        console.print(f"best trial on test (scored for it alone): {shown}")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

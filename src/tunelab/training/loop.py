@@ -146,6 +146,8 @@ class Trainer:
         self.last_eval: tuple[int, dict, list] | None = None
         #: the step whose weights the model holds when fit() returns
         self.weights_step = 0
+        #: callables (step, metrics) -> a stop reason or None, after each periodic evaluation
+        self.eval_hooks: list = []
 
         optimizer = build_optimizer(model, tc, task.head_modules(model))
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
@@ -467,10 +469,11 @@ class Trainer:
                     eps=self.state.examples / max(self.state.train_seconds, 1e-9),
                 )
                 at_end = self.state.step >= self.total_steps
-                stop = False
+                stop, hooked = False, []
                 if self.state.step % self.eval_every == 0 or at_end:
                     metrics = self.evaluate()
                     stop = self._after_eval(metrics)
+                    hooked = [r for h in self.eval_hooks if (r := h(self.state.step, metrics))]
                     shown = ", ".join(
                         f"{k}={v:.4f}" for k, v in scalar_metrics(metrics).items() if k != "n"
                     )
@@ -479,8 +482,8 @@ class Trainer:
                         self.save_checkpoint()
                 if tc.save_checkpoints and tc.save_every and self.state.step % tc.save_every == 0:
                     self.save_checkpoint()
-                if stop:
-                    stop_reason = "early_stopping"
+                if stop or hooked:
+                    stop_reason = hooked[0] if hooked else "early_stopping"
                     break
         return self._finish(stop_reason, before)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,13 @@ def _final_scores(trainer, task, splits, run_dir: Path, save_predictions: bool) 
     return results
 
 
-def train_single(cfg: RunConfig) -> RunResult:
+def train_single(cfg: RunConfig, eval_hooks: Sequence[Callable] = ()) -> RunResult:
     """Fine-tune one model on one task (or one mixture) as ``cfg`` says.
 
     The run directory is claimed first (a second process is refused); SIGINT, SIGTERM and
-    SIGUSR1 end the run after the current step with a checkpoint of it."""
+    SIGUSR1 end the run after the current step with a checkpoint of it. ``eval_hooks`` are
+    called as ``hook(step, metrics)`` after each periodic evaluation; one that returns a
+    reason (e.g. ``"pruned"``) ends training there, with that ``stop_reason``."""
     from accelerate.utils import set_seed
 
     if not cfg.data.train and not cfg.mixture.tasks:
@@ -152,7 +155,7 @@ def train_single(cfg: RunConfig) -> RunResult:
     run_info: dict[str, Any] = {}
     try:
         with StopSignals() as stops:
-            return _train(cfg, accelerator, console, run_dir, resume, stops, run_info)
+            return _train(cfg, accelerator, console, run_dir, resume, stops, run_info, eval_hooks)
     except RunInterrupted as e:
         _ended(
             accelerator,
@@ -192,7 +195,9 @@ def _ended(accelerator, run_dir: Path, run_info: dict, status: str, **what: Any)
         rundir.write_info(run_dir, run_info)
 
 
-def _train(cfg, accelerator, console, run_dir, resume, stops, run_info: dict) -> RunResult:
+def _train(
+    cfg, accelerator, console, run_dir, resume, stops, run_info: dict, eval_hooks=()
+) -> RunResult:
     from tunelab.models.loading import load_tokenizer
     from tunelab.models.registry import resolve_model
     from tunelab.training.loop import Trainer
@@ -241,6 +246,7 @@ def _train(cfg, accelerator, console, run_dir, resume, stops, run_info: dict) ->
         difficulty,
     )
     trainer.stops = stops
+    trainer.eval_hooks = list(eval_hooks)
     save_preds = cfg.output.save_predictions
     before_probes = probes_before(probes, trainer, run_dir, resume, save_preds, console)
     before_test = None
