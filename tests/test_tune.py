@@ -246,3 +246,20 @@ def test_failed_trials_are_recorded_and_a_run_of_them_stops(tiny_bert, keyword_d
     recs, best = study_records(study, ["accuracy"])
     assert [r["state"] for r in recs] == ["fail"] * 3 and best == []
     assert all("nope" in r["error"] for r in recs)
+
+
+def test_a_trial_is_a_tracker_run_in_the_studys_group(tmp_path, tiny_bert, keyword_data):
+    from tunelab.config import load_config
+    from tunelab.workflows.tune import trial_config
+
+    cfg = load_config(study_config(tiny_bert, keyword_data, tmp_path))
+    trial = trial_config(cfg, {"training.lr": 1e-3}, tmp_path / "s", "trial-0003", "s", 3)
+    assert trial.training.tracker_group == "s"
+    assert trial.output.name == "trial-0003" and trial.training.lr == 1e-3
+    mine = load_config(
+        {**cfg.to_dict(), "training": {**cfg.to_dict()["training"], "tracker_group": "sweep"}}
+    )
+    assert (
+        trial_config(mine, {}, tmp_path / "s", "trial-0004", "s", 4).training.tracker_group
+        == "sweep"
+    )

@@ -133,8 +133,10 @@ def trial_config(
     d["output"] = {**d["output"], "dir": str(study_dir), "name": run_name, "overwrite": retry}
     d["data"] = {**d["data"], "test": None}
     d["resume"] = "auto"
-    d["training"] = {**d["training"], "progress": False}
-    del study_name, trial_number  # the tracker integration names its runs with these
+    # experiment trackers: one run per trial (named after its folder), in the study's group
+    group = d["training"].get("tracker_group") or study_name
+    d["training"] = {**d["training"], "progress": False, "tracker_group": group}
+    del trial_number  # the run name (trial-NNNN) carries it
     return load_config(d)
 
 
