@@ -21,6 +21,7 @@ from tunelab.config.sections import (
     MixtureConfig,
     ModelConfig,
     OutputConfig,
+    PreferenceConfig,
     StageSpec,
     TaskConfig,
     TaskSpec,
@@ -54,6 +55,7 @@ class RunConfig(Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     method: str = Field(DEFAULT_METHOD, description="Training method; see `tunelab methods`.")
     mixture: MixtureConfig = Field(default_factory=MixtureConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     stages: list[StageSpec] = Field(
         default_factory=list,
         description="Intermediate fine-tuning: stages trained one after another, each from the "
@@ -222,6 +224,8 @@ class RunConfig(Section):
         if not m.tasks:
             return
         types = {self.spec_task(t).type for t in m.tasks}
+        if "preference" in types:
+            raise ValueError("mixture.tasks: preference tasks train alone (or as a stage)")
         if len(types) > 1:
             raise ValueError(
                 "mixture.tasks: classification and generation tasks cannot share a model; "

@@ -43,6 +43,8 @@ GENERATION_SHOWN = (
     "exact_match",
     "acc",
     "acc_norm",
+    "reward_accuracy",
+    "reward_margin",
 )
 #: probe scores shown before → after
 PROBE_SHOWN = (
@@ -65,6 +67,8 @@ def headline_metric(kind: str, metrics: list[str]) -> str | None:
     only its loss is known)."""
     if kind == "classification":
         return "accuracy"
+    if kind == "preference":
+        return "reward_accuracy"
     return PRIMARY[metrics[0]] if metrics else None
 
 

@@ -6,6 +6,7 @@ from tunelab.tasks.base import Split, Task
 from tunelab.tasks.classification import ClassificationTask
 from tunelab.tasks.generation import GenerationTask
 from tunelab.tasks.mixture import MixtureTask
+from tunelab.tasks.preference import PreferenceTask
 from tunelab.tasks.registry import (
     build_task,
     config_kind,
@@ -15,7 +16,7 @@ from tunelab.tasks.registry import (
     task_kinds,
 )
 
-for _cls in (ClassificationTask, GenerationTask, MixtureTask):
+for _cls in (ClassificationTask, GenerationTask, MixtureTask, PreferenceTask):
     register_task(_cls)
 
 __all__ = [

@@ -220,6 +220,6 @@ def merge(
 def merged_auto_class(run_dir: str | os.PathLike) -> str:
     """The transformers auto class that loads a run's merged model."""
     task = rundir.read_info(run_dir)["task"]
-    if task["type"] == "generation":
+    if task["type"] in ("generation", "preference"):  # a preference run is a language model
         return "AutoModelForSeq2SeqLM" if task.get("seq2seq") else "AutoModelForCausalLM"
     return "AutoModelForSequenceClassification"

@@ -235,6 +235,9 @@ def _train(cfg, accelerator, console, run_dir, resume, stops, run_info: dict) ->
         difficulty,
     )
     trainer.stops = stops
+    task.prepare_training(
+        trainer.model, method, splits, run_dir, accelerator, resume, trainer.eval_bs
+    )
     save_preds = cfg.output.save_predictions
     before_probes = probes_before(probes, trainer, run_dir, resume, save_preds, console)
     before_test = None
