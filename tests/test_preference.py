@@ -496,3 +496,48 @@ def test_two_processes_train_a_dpo_run(tiny_llama, pref_data, tmp_path):
     assert train[-1]["examples"] == 12 * 16  # 8 pairs per process per step
     preds = read_rows(outs[0] / "predictions" / "validation.jsonl")
     assert len(preds) == 24 and sum("prediction" in p for p in preds) == 2
+
+
+def test_sft_then_preference_stages_and_the_cli(tiny_llama, pref_data, tmp_path, capsys):
+    """InstructGPT's two stages in one config: SFT, then DPO from the SFT stage's weights."""
+    import tunelab
+    from helpers import gen_rows
+    from tunelab.cli import main
+
+    sft = write_jsonl(tmp_path / "sft.jsonl", gen_rows(48, 5))
+    cfg = pref_config(tiny_llama, {"train": sft}, tmp_path / "runs")
+    cfg["task"] = {"type": "generation", "format": "prompt_completion", "max_new_tokens": 4}
+    cfg["training"].update(max_steps=6, eval_every=6)
+    cfg["stages"] = [
+        {"name": "sft"},
+        {
+            "name": "dpo",
+            "data": {"train": str(pref_data["train"]), "validation": str(pref_data["validation"])},
+            "task": {"type": "preference"},
+        },
+    ]
+    res = tunelab.train(cfg)
+    root = tmp_path / "runs" / "run"
+    pipeline = json.loads((root / "pipeline.json").read_text())
+    assert [s["stage"] for s in pipeline["stages"]] == ["sft", "dpo"]
+    dpo = root / "2-dpo"
+    info = json.loads((dpo / "run.json").read_text())
+    assert info["task"]["type"] == "preference" and info["model"]["path"].endswith("merged")
+    assert res.before["loss"] == pytest.approx(math.log(2), abs=1e-6)  # the SFT model is the start
+    assert main(["report", str(dpo), "--output", str(tmp_path / "r.html")]) == 0
+    assert "reward_accuracy" in (tmp_path / "r.html").read_text()
+    capsys.readouterr()
+    assert main(["eval", str(dpo)]) == 0
+    out = capsys.readouterr().out
+    assert '"logps_chosen"' in out and "written:" in out
+
+
+def test_seq2seq_preference(tiny_t5, pref_data, tmp_path):
+    import tunelab
+
+    cfg = pref_config(tiny_t5, pref_data, tmp_path / "runs", **{"training.max_steps": 10})
+    res = tunelab.train(cfg)
+    assert res.before["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert res.metrics["loss"] != res.before["loss"] and res.metrics["n"] == 24
+    info = json.loads((res.run_dir / "run.json").read_text())
+    assert info["task"]["seq2seq"] is True
