@@ -325,6 +325,16 @@ def test_packing_gives_the_padded_loss(tiny_llama, pref_data, tmp_path):
         packed = task.sequence_logps(model, batch)
     assert torch.allclose(padded[0], packed[0], atol=1e-4)
     assert torch.equal(padded[1], packed[1])
+    # the LM head on exactly the response tokens gives what the generation path gives
+    for packing in (False, True):
+        task.s["packing"] = packing
+        batch = task.collate(feats)
+        with torch.no_grad():
+            exact = task.sequence_logps(model, batch)
+            task.exact_positions = False
+            wide = task.sequence_logps(model, batch)
+            task.exact_positions = True
+        assert torch.allclose(exact[0], wide[0], atol=1e-5) and torch.equal(exact[1], wide[1])
 
 
 def test_config_errors_name_the_key():

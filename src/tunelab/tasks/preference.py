@@ -36,6 +36,7 @@ from tunelab.data.lm_batches import IGNORE, pack_rows, packed_batch, padded_batc
 from tunelab.data.sources import RowProblems, Table, is_missing
 from tunelab.data.templates import get_path
 from tunelab.errors import ConfigError, DataError
+from tunelab.models.layers import causal_sdpa
 from tunelab.tasks.base import Split
 from tunelab.tasks.generation import GenerationTask, config_is_seq2seq
 
@@ -119,6 +120,27 @@ def chat_pair(prompt: Any, chosen: Any, rejected: Any, name) -> tuple[Any, str, 
     if c[:k] != r[:k] or k == 0:
         raise KeyError(f"{name('chosen')} and {name('rejected')} share no prompt messages")
     return c[:k], _answer(c[k:], name("chosen")), _answer(r[k:], name("rejected"))
+
+
+#: config entries that scale or cap logits after the LM head (the head alone would differ)
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def _lm_head(model):
+    """The output embedding of a plain causal LM, through DDP, PEFT and tunelab's wrappers;
+    None when the model's logits are more than that module's output."""
+    m = getattr(model, "module", model)  # DistributedDataParallel
+    for _ in range(3):
+        get = getattr(m, "get_output_embeddings", None)
+        if get is not None:
+            config = getattr(m, "config", None)
+            if any(getattr(config, k, None) not in (None, 1, 1.0) for k in LOGIT_TRANSFORMS):
+                return None
+            return get()
+        m = getattr(m, "base", None)  # prefix / prompt tuning hold the model as .base
+        if m is None:
+            return None
+    return None
 
 
 def _content_hash(split: Split) -> str:
@@ -296,17 +318,60 @@ class PreferenceTask(GenerationTask):
         return batch
 
     # -- scoring -------------------------------------------------------------------------------
+    #: False once a model's positions turned out not to be the batch's (a soft prompt)
+    exact_positions: bool = True
+
     def sequence_logps(self, model, batch: dict[str, Any]):
         """(summed log-probability, token count) of each response in the batch: [2B] each."""
         import torch
 
         n = int(batch["example"].max()) + 1
-        nll, target, pick = self.token_losses(model, batch)
-        owner = pick(batch["example"]).clamp(min=0)
-        valid = (target != IGNORE).to(nll.dtype)
+        exact = self._response_nll(model, batch) if self.exact_positions else None
+        if exact is None:  # the generation task's path: the LM head on any row's label positions
+            nll, target, pick = self.token_losses(model, batch)
+            owner = pick(batch["example"]).clamp(min=0)
+            valid = (target != IGNORE).to(nll.dtype)
+        else:
+            nll, owner = exact
+            valid = torch.ones_like(nll)
         logps = torch.zeros(n, dtype=nll.dtype, device=nll.device).index_add(0, owner, -nll)
         counts = torch.zeros(n, dtype=nll.dtype, device=nll.device).index_add(0, owner, valid)
         return logps, counts
+
+    def _response_nll(self, model, batch: dict[str, Any]):
+        """(NLL, owner) of exactly the response tokens: the causal LM runs without its head
+        (an empty ``logits_to_keep``), its final hidden states at response positions are
+        gathered, and only those go through the LM head. A batch's rows start their responses
+        at different positions, so this computes less than ``logits_to_keep`` can (one set of
+        positions for every row). None where it does not apply (seq2seq, a model whose logits
+        are more than its head's output, or one that adds positions)."""
+        import torch.nn.functional as F
+
+        head = _lm_head(model)
+        if self.seq2seq or head is None:
+            return None
+        labels = batch["labels"]
+        inputs = {
+            k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch
+        }
+        mask = inputs.get("attention_mask")
+        right_padded = mask is not None and bool((mask[:, 1:] <= mask[:, :-1]).all())
+        if right_padded and "position_ids" not in inputs and causal_sdpa(model):
+            del inputs["attention_mask"]  # as token_losses: real tokens never see the padding
+        out = model(
+            **inputs,
+            logits_to_keep=labels.new_zeros(0),
+            use_cache=False,
+            output_hidden_states=True,
+        )
+        hidden = out.hidden_states[-1]
+        if hidden.shape[1] != labels.shape[1]:
+            self.exact_positions = False  # a soft prompt moved the positions: not again
+            return None
+        where = labels[:, 1:] != IGNORE
+        logits = head(hidden[:, :-1][where]).float()  # [response tokens, V]
+        nll = F.cross_entropy(logits, labels[:, 1:][where], reduction="none")
+        return nll, batch["example"][:, 1:][where]
 
     def reference_logps(self, batch: dict[str, Any]):
         """The reference model's [2B] log-probabilities (None for simpo/orpo)."""
