@@ -540,6 +540,8 @@ def test_sft_then_preference_stages_and_the_cli(tiny_llama, pref_data, tmp_path,
     assert main(["eval", str(dpo)]) == 0
     out = capsys.readouterr().out
     assert '"logps_chosen"' in out and "written:" in out
+    again = json.loads((dpo / "eval" / "validation.json").read_text())  # LoRA off: rewards
+    assert again["reward_accuracy"] == pytest.approx(res.metrics["reward_accuracy"])
 
 
 def test_seq2seq_preference(tiny_t5, pref_data, tmp_path):

@@ -115,6 +115,11 @@ class Task(ABC):
         sets up its reference model here. Nothing by default."""
         return None
 
+    def prepare_evaluation(self, model, method, accelerator) -> None:
+        """Called before a finished run's model is scored (``tunelab eval``). Nothing by
+        default."""
+        return None
+
     @abstractmethod
     def loss(self, model, batch: dict[str, Any]):
         """Mean loss of a batch, as a scalar tensor."""

@@ -435,6 +435,13 @@ class PreferenceTask(GenerationTask):
         finally:
             self.reference = None
 
+    def prepare_evaluation(self, model, method, accelerator) -> None:
+        """A finished run's reference: its model with the method's weights off, where the
+        method has that switch (else the rewards are not scored, only log-probabilities)."""
+        unwrapped = accelerator.unwrap_model(model)
+        if self.p["loss"] in REFERENCE_LOSSES and method.reference_off(unwrapped) is not None:
+            self.reference = lambda: method.reference_off(unwrapped)
+
     def _precompute(self, splits, run_dir, accelerator, resume, batch_size: int) -> None:
         saved = rundir.read_reference_logps(run_dir) if resume is not None else None
         data: dict[str, Any] = {}

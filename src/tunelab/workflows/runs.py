@@ -132,6 +132,7 @@ def evaluate_to_file(
             raise DataError("this run has no test data (data.test); pass --file instead")
         data = load_splits(cfg, task)[split]
         name = split
+    task.prepare_evaluation(run.model, get_method(run.info["method"]), run.accelerator)
     metrics, rows = task.evaluate(
         run.model, data, eval_batch_size(cfg, batch_size), run.accelerator
     )
