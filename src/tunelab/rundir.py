@@ -12,6 +12,7 @@ A run directory is the contract between training, evaluation and reporting::
     RUN/merged/              ``tunelab merge``'s plain transformers folder
     RUN/checkpoints/step-N/  resumable checkpoints
     RUN/trackers/            TensorBoard events and W&B offline files (``training.report_to``)
+    RUN/reference_logps.json a preference run's precomputed reference log-probabilities
     ROOT/pipeline.json       a staged run's stages;  ROOT/adapters.json  per-task adapters
 """
 
@@ -41,12 +42,22 @@ CHECKPOINTS = "checkpoints"
 TRACKERS = "trackers"
 PIPELINE = "pipeline.json"
 ADAPTERS = "adapters.json"
+REFERENCE_LOGPS = "reference_logps.json"
 #: prefixes of the tokenizer's files in a saved model folder (copied next to merged weights)
 #: a `tunelab tune` study folder: its record, the best trial's config, Optuna's plots
 STUDY_JSON = "study.json"
 STUDY_BEST = "best.yaml"
 STUDY_PLOTS = "plots"
 TOKENIZER_FILES = ("tokenizer", "special_tokens", "vocab", "merges", "chat_template")
+
+
+def read_reference_logps(run_dir: Path) -> dict[str, Any] | None:
+    """A preference run's precomputed reference log-probabilities (None when not written)."""
+    return read_json(Path(run_dir) / REFERENCE_LOGPS)
+
+
+def write_reference_logps(run_dir: Path, data: dict[str, Any]) -> None:
+    atomic_write_json(Path(run_dir) / REFERENCE_LOGPS, data)
 
 
 def trace_file(run_dir: Path, rank: int) -> Path:

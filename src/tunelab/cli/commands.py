@@ -175,6 +175,11 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps({**m, "_written": str(path)}, indent=2))
         return 0
+    if "per_class" not in m:  # a generation or preference run: its scores as they are
+        from tunelab.evaluation.metrics import scalar_metrics
+
+        print(json.dumps(scalar_metrics(m), indent=2) + f"\nwritten: {path}")
+        return 0
     print_classification_eval(Console(), f"{args.file or args.split} · n={m['n']}", m, str(path))
     return 0
 

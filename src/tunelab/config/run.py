@@ -22,6 +22,7 @@ from tunelab.config.sections import (
     MixtureConfig,
     ModelConfig,
     OutputConfig,
+    PreferenceConfig,
     StageSpec,
     TaskConfig,
     TaskSpec,
@@ -55,6 +56,7 @@ class RunConfig(Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     method: str = Field(DEFAULT_METHOD, description="Training method; see `tunelab methods`.")
     mixture: MixtureConfig = Field(default_factory=MixtureConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     stages: list[StageSpec] = Field(
         default_factory=list,
         description="Intermediate fine-tuning: stages trained one after another, each from the "
@@ -237,6 +239,8 @@ class RunConfig(Section):
         if not m.tasks:
             return
         types = {self.spec_task(t).type for t in m.tasks}
+        if "preference" in types:
+            raise ValueError("mixture.tasks: preference tasks train alone (or as a stage)")
         if types - {"classification", "generation"}:
             raise ValueError(
                 f"mixture.tasks: a mixture holds classification or generation tasks, not "

@@ -96,14 +96,16 @@ class TaskConfig(Section):
         "multi_label",
         "token_classification",
         "multiple_choice",
+        "preference",
     ] = Field(
         "classification",
         description="What the model learns to do: `classification` (a label per text), "
         "`generation` (text from text: instructions, chat, summaries, answers, translations, "
         "or plain documents), `regression` (a score per text: MSE, Pearson/Spearman), "
         "`multi_label` (a list of labels per text: sigmoid + BCE, micro/macro F1), "
-        "`token_classification` (a tag per word: entity P/R/F1) or `multiple_choice` (one of "
-        "several answers to a context).",
+        "`token_classification` (a tag per word: entity P/R/F1), `multiple_choice` (one of "
+        "several answers to a context) or `preference` (a preferred over a rejected response "
+        "to each prompt: DPO and its family, settings under `preference:`).",
     )
     text_template: str | None = Field(
         None,
@@ -214,6 +216,48 @@ class TaskConfig(Section):
         "model.max_length blocks; `document` scores each row as its own document from its "
         "start (lm-evaluation-harness's loglikelihood_rolling: the first token predicted from "
         "the BOS/prefix token). Word and byte counts come from `fields.original` if given.",
+    )
+
+
+class PreferenceConfig(Section):
+    """task.type=preference: rows of a prompt with a chosen and a rejected response."""
+
+    loss: Literal["dpo", "ipo", "hinge", "simpo", "orpo"] = Field(
+        "dpo",
+        description="`dpo`: sigmoid DPO (Rafailov et al.); `ipo` (Azar et al., length-"
+        "normalised as TRL); `hinge` (SLiC); `simpo` (Meng et al., no reference model); "
+        "`orpo` (Hong et al.: chosen NLL + odds-ratio term, no reference model). Each as "
+        "TRL 1.16 defines it.",
+    )
+    beta: float = Field(
+        0.1, gt=0, description="β: the strength of the preference (DPO's KL temperature)."
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="dpo, simpo: the share of pairs assumed flipped (conservative DPO).",
+    )
+    gamma: float = Field(0.5, ge=0, description="simpo: the target reward margin γ.")
+    orpo_lambda: float = Field(
+        0.1, gt=0, description="orpo: λ, the weight of the odds-ratio term (TRL's beta)."
+    )
+    max_prompt_length: int | None = Field(
+        None,
+        ge=1,
+        description="Prompt tokens kept at most (cut from the left). A pair longer than "
+        "model.max_length loses prompt tokens from the left first (down to this, or half of "
+        "max_length when unset), then response tokens from the end.",
+    )
+    reference: Literal["auto", "frozen_copy", "precomputed"] = Field(
+        "auto",
+        description="The reference model of dpo/ipo/hinge: `auto` = the model with the method's "
+        "own weights switched off (LoRA, DoRA, IA3, adapter, prefix, prompt: no second copy), "
+        "else a frozen copy (full, freeze, bitfit); `frozen_copy`; `precomputed`: one scoring "
+        "pass before training, kept in the run directory and reused on resume.",
+    )
+    generate: int = Field(
+        4, ge=0, description="Held-out prompts generated for at each evaluation (predictions/)."
     )
 
 

@@ -61,6 +61,8 @@ GENERATION_SHOWN = (
     "exact_match",
     "acc",
     "acc_norm",
+    "reward_accuracy",
+    "reward_margin",
 )
 #: probe scores shown before → after
 PROBE_SHOWN = (
@@ -85,6 +87,7 @@ KIND_HEADLINE = {
     "multi_label": "f1_micro",
     "token_classification": "entity_f1",
     "multiple_choice": "accuracy",
+    "preference": "reward_accuracy",
 }
 
 

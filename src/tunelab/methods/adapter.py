@@ -8,6 +8,7 @@ up-projection starts at zero, so the adapted model starts exactly as the pretrai
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from typing import Any, Literal
@@ -75,8 +76,13 @@ def _make_adapter_out():
         def bias(self):
             return self.base.bias
 
+        #: False: the pretrained projection alone (a preference task's reference model)
+        enabled = True
+
         def forward(self, x):
             y = self.base(x)
+            if not self.enabled:
+                return y
             return y + self.adapter_up(self.adapter_act(self.adapter_down(y)))
 
     return AdapterOut
@@ -108,6 +114,19 @@ class AdapterSettings(Section):
     train_layernorm: bool = Field(
         False, description="Also train the layer norms of the transformer (Houlsby et al. do)."
     )
+
+
+@contextlib.contextmanager
+def _adapters_off(model):
+    """The model with every bottleneck adapter passing its projection's output through."""
+    mods = [m for m in model.modules() if isinstance(m, _make_adapter_out())]
+    for m in mods:
+        m.enabled = False
+    try:
+        yield model
+    finally:
+        for m in mods:
+            m.enabled = True
 
 
 class BottleneckAdapter(OwnMethod):
@@ -142,3 +161,7 @@ class BottleneckAdapter(OwnMethod):
                 train = True
             p.requires_grad_(train)
         return model
+
+    def reference_off(self, model):
+        # trained layer norms are pretrained weights changed in place: no switch brings them back
+        return None if self.settings.get("train_layernorm") else _adapters_off(model)

@@ -66,6 +66,12 @@ class Method(ABC):
         """The underlying transformers model (for saving the base or calling generate)."""
         return model
 
+    def reference_off(self, model):
+        """A context manager that yields a module computing what the pretrained model computes
+        (this method's own weights switched off): a preference task's reference model without
+        a second copy. None when the method trains the pretrained weights themselves."""
+        return None
+
     def trainable_state(self, model) -> dict[str, Any]:
         """The trainable tensors, by name (what a checkpoint stores)."""
         return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from pathlib import Path
@@ -118,9 +119,19 @@ class LoraMethod(Method):
     def unwrap(self, model):
         return model.get_base_model()
 
+    def reference_off(self, model):
+        return _adapters_disabled(model)
+
     def merge(self, model):
         # exact for LoRA, DoRA and IA3: the adapter is a reparameterisation of linear weights
         return model.merge_and_unload()
+
+
+@contextlib.contextmanager
+def _adapters_disabled(model):
+    """PEFT's own switch: every adapter layer (LoRA, DoRA, IA3) returns the base output."""
+    with model.disable_adapter():
+        yield model
 
 
 class DoraMethod(LoraMethod):

@@ -5,6 +5,7 @@ tuning on every family). They are written by hand, so they save in tunelab's own
 
 from __future__ import annotations
 
+import contextlib
 import json
 from abc import abstractmethod
 from pathlib import Path
@@ -109,6 +110,11 @@ class OwnMethod(Method):
 
     def unwrap(self, model):
         return model.base if self.wraps_model else model
+
+    def reference_off(self, model):
+        # a wrapper adds its input only in its own forward: the base it holds is the pretrained
+        # model; an in-place method (BitFit) changes pretrained weights and has no switch
+        return contextlib.nullcontext(model.base) if self.wraps_model else None
 
     def merge(self, model):
         raise ConfigError(

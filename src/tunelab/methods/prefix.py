@@ -10,6 +10,7 @@ Nothing in transformers is patched; the hooks sit on this model's own modules.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Any
 
@@ -238,6 +239,16 @@ def _make_prefix_model():
     return PrefixTuned
 
 
+@contextlib.contextmanager
+def _prefixes_off(model):
+    """The base model with no prefixes: the hooks see none (a recomputing forward's are kept)."""
+    kept, model._kv = model._kv, None
+    try:
+        yield model.base
+    finally:
+        model._kv = kept
+
+
 def _checkpointing(model) -> bool:
     """Whether a transformers model has activation checkpointing on."""
     for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # new name first
@@ -271,6 +282,9 @@ class PrefixTuning(OwnMethod):
                 else:
                     wrapped.prefix.copy_(_record_kv(model, wrapped.names, ids))
         return wrapped
+
+    def reference_off(self, model):
+        return _prefixes_off(model)
 
     def saved_tensors(self, model) -> dict[str, Any]:
         # the MLP is a training device only (Li & Liang): save the prefixes it produces

@@ -8,6 +8,7 @@ from tunelab.tasks.generation import GenerationTask
 from tunelab.tasks.mixture import MixtureTask
 from tunelab.tasks.multi_label import MultiLabelTask
 from tunelab.tasks.multiple_choice import MultipleChoiceTask
+from tunelab.tasks.preference import PreferenceTask
 from tunelab.tasks.registry import (
     build_task,
     config_kind,
@@ -27,6 +28,7 @@ for _cls in (
     MultiLabelTask,
     TokenClassificationTask,
     MultipleChoiceTask,
+    PreferenceTask,
 ):
     register_task(_cls)
 

@@ -110,6 +110,18 @@ class Task(ABC):
         return None
 
     # -- training and evaluation ---------------------------------------------------------------
+    def prepare_training(
+        self, model, method, splits, run_dir, accelerator, resume, batch_size: int
+    ) -> None:
+        """Called once before training (and before the first evaluation): a preference task
+        sets up its reference model here. Nothing by default."""
+        return None
+
+    def prepare_evaluation(self, model, method, accelerator) -> None:
+        """Called before a finished run's model is scored (``tunelab eval``). Nothing by
+        default."""
+        return None
+
     @abstractmethod
     def loss(self, model, batch: dict[str, Any]):
         """Mean loss of a batch, as a scalar tensor."""

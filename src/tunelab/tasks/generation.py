@@ -94,7 +94,7 @@ class GenerationTask(Task):
         from tunelab.models.registry import resolve_model
 
         settings = {k: getattr(cfg.task, k) for k in cls.SETTINGS}
-        seq2seq = _config_is_seq2seq(resolve_model(cfg.model.name, cfg.model.revision), cfg)
+        seq2seq = config_is_seq2seq(resolve_model(cfg.model.name, cfg.model.revision), cfg)
         if settings["packing"] and seq2seq:
             raise ConfigError("task.packing applies to causal LMs; this model is seq2seq")
         return cls(
@@ -527,7 +527,7 @@ class GenerationTask(Task):
         )
 
 
-def _config_is_seq2seq(resolved, cfg) -> bool:
+def config_is_seq2seq(resolved, cfg) -> bool:
     from transformers import AutoConfig
 
     from tunelab.models.loading import model_path

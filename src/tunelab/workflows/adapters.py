@@ -82,7 +82,7 @@ def _check_runs(
                 f"{d} and {first_dir} are different kinds of task "
                 f"({_task_kind(info['task'])} vs {_task_kind(info0['task'])})"
             )
-        generative = info["task"].get("type") in ("generation", "mixture") and (
+        generative = info["task"].get("type") in ("generation", "mixture", "preference") and (
             info["task"].get("type") != "mixture"
             or not any(t["type"] == "classification" for t in info["task"]["tasks"].values())
         )

@@ -134,6 +134,7 @@ def evaluate_to_file(
             )
         data = load_splits(cfg, task)[split]
         name = split
+    task.prepare_evaluation(run.model, get_method(run.info["method"]), run.accelerator)
     metrics, rows = task.evaluate(
         run.model, data, eval_batch_size(cfg, batch_size), run.accelerator
     )
@@ -211,7 +212,7 @@ def merge(
 def merged_auto_class(run_dir: str | os.PathLike) -> str:
     """The transformers auto class that loads a run's merged model."""
     task = rundir.read_info(run_dir)["task"]
-    if task["type"] == "generation":
+    if task["type"] in ("generation", "preference"):  # a preference run is a language model
         return "AutoModelForSeq2SeqLM" if task.get("seq2seq") else "AutoModelForCausalLM"
     if task["type"] in ("token_classification", "multiple_choice"):
         from tunelab.tasks import get_task

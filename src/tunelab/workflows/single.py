@@ -247,6 +247,9 @@ def _train(
     )
     trainer.stops = stops
     trainer.eval_hooks = list(eval_hooks)
+    task.prepare_training(
+        trainer.model, method, splits, run_dir, accelerator, resume, trainer.eval_bs
+    )
     save_preds = cfg.output.save_predictions
     before_probes = probes_before(probes, trainer, run_dir, resume, save_preds, console)
     before_test = None
