@@ -126,7 +126,16 @@ def test_task_registry_yields_the_mixture():
     from tunelab.tasks import get_task, task_kinds
     from tunelab.tasks.mixture import MixtureTask
 
-    assert task_kinds() == ["classification", "generation", "mixture"]
+    assert task_kinds() == [
+        "classification",
+        "generation",
+        "mixture",
+        "regression",
+        "multi_label",
+        "token_classification",
+        "multiple_choice",
+        "preference",
+    ]
     assert get_task("mixture") is MixtureTask
     with pytest.raises(ConfigError, match="unknown task 'nope'"):
         get_task("nope")
