@@ -43,7 +43,7 @@ def is_seq2seq(model_or_config) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
-def _right_padded(mask) -> bool:
+def right_padded(mask) -> bool:
     """True when every row of a [B, L] attention mask is ones then zeros (or all ones)."""
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
@@ -345,7 +345,7 @@ class GenerationTask(Task):
             mask is not None
             and "position_ids" not in inputs
             and causal_sdpa(model)
-            and _right_padded(mask)
+            and right_padded(mask)
         ):
             # a causal row's real tokens never attend to the padding after them, so the mask
             # changes nothing they compute; without it, SDPA runs its causal kernel, which

@@ -36,9 +36,9 @@ from tunelab.data.lm_batches import IGNORE, pack_rows, packed_batch, padded_batc
 from tunelab.data.sources import RowProblems, Table, is_missing
 from tunelab.data.templates import get_path
 from tunelab.errors import ConfigError, DataError
-from tunelab.models.layers import causal_sdpa
+from tunelab.models.layers import causal_sdpa, head_skipped, output_head
 from tunelab.tasks.base import Split
-from tunelab.tasks.generation import GenerationTask, config_is_seq2seq
+from tunelab.tasks.generation import GenerationTask, config_is_seq2seq, right_padded
 
 #: the losses that compare the policy with a reference model
 REFERENCE_LOSSES = ("dpo", "ipo", "hinge")
@@ -127,20 +127,12 @@ LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
 def _lm_head(model):
-    """The output embedding of a plain causal LM, through DDP, PEFT and tunelab's wrappers;
-    None when the model's logits are more than that module's output."""
-    m = getattr(model, "module", model)  # DistributedDataParallel
-    for _ in range(3):
-        get = getattr(m, "get_output_embeddings", None)
-        if get is not None:
-            config = getattr(m, "config", None)
-            if any(getattr(config, k, None) not in (None, 1, 1.0) for k in LOGIT_TRANSFORMS):
-                return None
-            return get()
-        m = getattr(m, "base", None)  # prefix / prompt tuning hold the model as .base
-        if m is None:
-            return None
-    return None
+    """The output embedding of a plain causal LM (``models.layers.output_head``); None when
+    the model's logits are more than that module's output (a soft-cap or a scale)."""
+    config = getattr(getattr(model, "module", model), "config", None)  # through DDP
+    if any(getattr(config, k, None) not in (None, 1, 1.0) for k in LOGIT_TRANSFORMS):
+        return None
+    return output_head(model)
 
 
 def _content_hash(split: Split) -> str:
@@ -340,7 +332,7 @@ class PreferenceTask(GenerationTask):
 
     def _response_nll(self, model, batch: dict[str, Any]):
         """(NLL, owner) of exactly the response tokens: the causal LM runs without its head
-        (an empty ``logits_to_keep``), its final hidden states at response positions are
+        (``models.layers.head_skipped`` keeps what reaches it), its final hidden states at response positions are
         gathered, and only those go through the LM head. A batch's rows start their responses
         at different positions, so this computes less than ``logits_to_keep`` can (one set of
         positions for every row). None where it does not apply (seq2seq, a model whose logits
@@ -355,17 +347,17 @@ class PreferenceTask(GenerationTask):
             k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch
         }
         mask = inputs.get("attention_mask")
-        right_padded = mask is not None and bool((mask[:, 1:] <= mask[:, :-1]).all())
-        if right_padded and "position_ids" not in inputs and causal_sdpa(model):
+        if (
+            mask is not None
+            and "position_ids" not in inputs
+            and causal_sdpa(model)
+            and right_padded(mask)
+        ):
             del inputs["attention_mask"]  # as token_losses: real tokens never see the padding
-        out = model(
-            **inputs,
-            logits_to_keep=labels.new_zeros(0),
-            use_cache=False,
-            output_hidden_states=True,
-        )
-        hidden = out.hidden_states[-1]
-        if hidden.shape[1] != labels.shape[1]:
+        with head_skipped(head) as seen:  # the head gets nothing; its input is kept
+            model(**inputs, logits_to_keep=0, use_cache=False)
+        hidden = seen[0] if len(seen) == 1 else None
+        if hidden is None or hidden.shape[1] != labels.shape[1]:
             self.exact_positions = False  # a soft prompt moved the positions: not again
             return None
         where = labels[:, 1:] != IGNORE
