@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
 
-from helpers import FILLER, NEGATIVE, POSITIVE, tiny_config, write_jsonl
+from helpers import gen_rows, tiny_config, write_jsonl
 from tunelab.errors import ConfigError, DataError
 
 
 def pref_rows(n: int, seed: int) -> list[dict]:
-    """A review with a positive word prefers "good fun" over "bad dull", and the reverse."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        pos = rng.random() < 0.5
-        words = [*rng.sample(FILLER, 4), rng.choice(POSITIVE if pos else NEGATIVE)]
-        rng.shuffle(words)
-        good, bad = ("good fun", "bad dull") if pos else ("bad dull", "good fun")
-        rows.append({"prompt": " ".join(words), "chosen": good, "rejected": bad})
-    return rows
+    """``gen_rows`` as pairs: a review with a positive word prefers "good fun" over "bad dull",
+    and the reverse."""
+    other = {"good fun": "bad dull", "bad dull": "good fun"}
+    return [
+        {"prompt": r["prompt"], "chosen": r["completion"], "rejected": other[r["completion"]]}
+        for r in gen_rows(n, seed)
+    ]
 
 
 @pytest.fixture
