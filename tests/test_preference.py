@@ -186,13 +186,20 @@ def test_every_decoder_method_trains_with_the_right_reference(
     assert sum("prediction" in r for r in read_rows(run / "predictions" / "validation.jsonl")) == 2
 
 
-def test_lora_dpo_learns_the_preference(tiny_llama, pref_data, tmp_path):
+def test_lora_dpo_learns_the_preference(tiny_llama, tmp_path):
     import tunelab
 
-    cfg = pref_config(tiny_llama, pref_data, tmp_path / "runs", **{"training.max_steps": 60})
-    res = tunelab.train(cfg)
+    # 96 validation pairs (one pair moves accuracy 1 %, chance is 0.5 ± 0.05). Over training
+    # seeds 0-7 this config ends at reward accuracy 0.86-1.00 and loss 0.21-0.38 (an AVX512
+    # machine, fp32); at lr 1e-2 / batch 8 / 60 steps it ended at 0.58-0.83, too near any bar.
+    data = {
+        "train": write_jsonl(tmp_path / "data" / "train.jsonl", pref_rows(96, 1)),
+        "validation": write_jsonl(tmp_path / "data" / "val.jsonl", pref_rows(96, 2)),
+    }
+    over = {"training.max_steps": 120, "training.lr": 5e-3, "training.batch_size": 16}
+    res = tunelab.train(pref_config(tiny_llama, data, tmp_path / "runs", **over))
     assert res.before["reward_accuracy"] == 0.0  # all ties before training
-    assert res.metrics["reward_accuracy"] >= 0.7 and res.metrics["loss"] < 0.64
+    assert res.metrics["reward_accuracy"] >= 0.75 and res.metrics["loss"] < 0.5
 
 
 @pytest.mark.parametrize("loss", ["ipo", "hinge", "simpo", "orpo"])
