@@ -340,6 +340,64 @@ def test_packing_gives_the_padded_loss(tiny_llama, pref_data, tmp_path):
         assert torch.allclose(exact[0], wide[0], atol=1e-5) and torch.equal(exact[1], wide[1])
 
 
+def test_shared_prompt_scores_as_two_rows(tiny_llama, pref_data, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunelab.config import load_config
+    from tunelab.methods import get_method
+    from tunelab.tasks import build_task
+
+    cfg = load_config(pref_config(tiny_llama, pref_data, tmp_path / "r", method="full"))
+    task = build_task(cfg, AutoTokenizer.from_pretrained(tiny_llama))
+    feats = task.splits(cfg)["train"].features[:6]
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    assert task.can_share_prompt(model, get_method("full"))
+    assert not task.can_share_prompt(model, get_method("prefix"))  # extra positions per row
+    task.p["share_prompt"] = False
+    assert not task.can_share_prompt(model, get_method("full"))
+    with torch.no_grad():
+        rows = task.sequence_logps(model, task.collate(feats))
+        task.shared = True
+        for packing in (False, True):
+            task.s["packing"] = packing
+            batch = task.collate(feats)
+            assert (
+                batch["input_ids"].shape[0] == 6
+                if not packing
+                else 0 < batch["input_ids"].shape[0] < 6
+            )
+            shared = task.sequence_logps(model, batch)
+            assert torch.allclose(rows[0], shared[0], atol=1e-5), (rows[0], shared[0])
+            assert torch.equal(rows[1], shared[1])
+    # one row per pair, the prompt once: rejected tokens see the prompt and themselves only
+    task.s["packing"] = False
+    batch = task.collate(feats)
+    f = feats[0]
+    p, c, n = f["prompt_len"], f["chosen_len"], len(f["input_ids"])
+    mask = batch["attention_mask"][0, 0]
+    assert batch["input_ids"][0, :n].tolist() == f["input_ids"]
+    assert batch["position_ids"][0, :n].tolist() == [*range(p + c), *range(p, n - c)]
+    assert mask[p + c : n, :p].all() and not mask[p + c : n, p : p + c].any()
+    causal = torch.ones(p + c, p + c, dtype=torch.bool).tril()
+    assert torch.equal(mask[: p + c, : p + c], causal) and not mask[:n, n:].any()
+
+
+def test_shared_prompt_trains_as_two_rows(tiny_llama, pref_data, tmp_path):
+    import tunelab
+
+    losses = {}
+    for share in (True, False):
+        over = {"preference.share_prompt": share, "training.max_steps": 6, "training.log_every": 1}
+        cfg = pref_config(tiny_llama, pref_data, tmp_path / f"runs-{share}", **over)
+        res = tunelab.train(cfg)
+        rows = read_rows(run_dir_of(cfg) / "metrics.jsonl")
+        losses[share] = ([r["loss"] for r in rows if r.get("type") == "train"], res)
+    (a, ra), (b, rb) = losses[True], losses[False]
+    assert len(a) == 6 and a == pytest.approx(b, abs=1e-5)
+    assert ra.metrics["logps_chosen"] == pytest.approx(rb.metrics["logps_chosen"], abs=1e-4)
+
+
 def test_config_errors_name_the_key():
     from tunelab.config import load_config
 

@@ -256,6 +256,14 @@ class PreferenceConfig(Section):
         "else a frozen copy (full, freeze, bitfit); `frozen_copy`; `precomputed`: one scoring "
         "pass before training, kept in the run directory and reused on resume.",
     )
+    share_prompt: bool = Field(
+        True,
+        description="Causal LMs attending through SDPA: one row per pair, the prompt once and "
+        "each response attending to it and not to the other (a 4D attention mask, positions "
+        "as if alone), so the prompt's tokens are computed once, not twice. Off, or where it "
+        "does not apply (seq2seq, prefix/prompt tuning, other attention kernels, a sliding "
+        "window): chosen and rejected as two rows, as TRL.",
+    )
     generate: int = Field(
         4, ge=0, description="Held-out prompts generated for at each evaluation (predictions/)."
     )

@@ -4,11 +4,14 @@ DPO (Rafailov et al., 2023) and its family: IPO, hinge (SLiC), SimPO and ORPO, e
 1.16's definitions (``DPOTrainer``, ``CPOTrainer`` for SimPO, ``ORPOTrainer``), so that the
 two give the same losses on the same rows. Written here rather than through TRL's trainers
 because tunelab has one training loop (``training/loop.py``); the losses themselves are a few
-lines (:func:`preference_losses`).
+lines (``tasks/preference_losses.py``).
 
 Where the time goes, and what this task does about it:
-- a pair's chosen and rejected sequences run in one forward pass (a batch of 2B rows, chosen
-  first), for the policy and for the reference alike;
+- a pair is one row holding its prompt once, then the chosen and the rejected response; the
+  rejected tokens take the positions after the prompt and a 4D attention mask keeps them from
+  seeing the chosen ones (``preference.share_prompt``, on where the model attends through
+  SDPA), so prompt tokens cost one forward pass, not two; elsewhere the chosen and rejected
+  sequences run as a batch of 2B rows, as TRL's ``concatenated_forward``;
 - the LM head runs only at response positions (``logits_to_keep``, as generation tasks do),
   and the log-probabilities come from a fused cross-entropy, never a full-vocabulary
   ``log_softmax`` over prompt positions;
@@ -32,62 +35,23 @@ from typing import Any
 
 from tunelab import rundir
 from tunelab.config import PreferenceConfig
-from tunelab.data.lm_batches import IGNORE, pack_rows, packed_batch, padded_batch
+from tunelab.data.lm_batches import (
+    IGNORE,
+    pack_rows,
+    packed_batch,
+    padded_batch,
+    shared_prompt_batch,
+)
 from tunelab.data.sources import RowProblems, Table, is_missing
 from tunelab.data.templates import get_path
 from tunelab.errors import ConfigError, DataError
 from tunelab.models.layers import causal_sdpa, head_skipped, output_head
 from tunelab.tasks.base import Split
 from tunelab.tasks.generation import GenerationTask, config_is_seq2seq, right_padded
+from tunelab.tasks.preference_losses import REFERENCE_LOSSES, preference_losses
 
-#: the losses that compare the policy with a reference model
-REFERENCE_LOSSES = ("dpo", "ipo", "hinge")
 #: the prompt's field name (a constant: the name is also a method's)
 PROMPT_FIELD = "prompt"
-
-
-def log1mexp(x):
-    """log(1 - exp(x)) for x < 0, stable on both sides of -ln 2 (as TRL's ORPO)."""
-    import torch
-
-    return torch.where(
-        x < -0.6931471805599453, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x))
-    )
-
-
-def preference_losses(s: dict[str, Any], pc, pr, nc, nr, rc=None, rr=None):
-    """``(loss, per-pair losses, chosen rewards, rejected rewards)`` of a batch of pairs.
-
-    ``pc``/``pr``: summed log-probabilities of the chosen/rejected responses under the policy,
-    ``nc``/``nr`` their token counts, ``rc``/``rr`` the reference's (dpo, ipo, hinge). Each loss
-    as TRL 1.16 writes it; ``dpo`` with label smoothing ε is conservative DPO,
-    -(1-ε)·logσ(βΔ) - ε·logσ(-βΔ) (TRL's ``sigmoid`` at ε=0)."""
-    import torch
-    import torch.nn.functional as F
-
-    loss_type, beta, eps = s["loss"], s["beta"], s["label_smoothing"]
-    if loss_type in REFERENCE_LOSSES:
-        dc, dr = pc - rc, pr - rr
-        delta = dc - dr
-        if loss_type == "dpo":
-            per = -F.logsigmoid(beta * delta) * (1 - eps) - F.logsigmoid(-beta * delta) * eps
-        elif loss_type == "hinge":
-            per = torch.relu(1 - beta * delta)
-        else:  # ipo: length-normalised log-ratios (TRL, confirmed with the IPO authors)
-            per = (dc / nc.clamp(min=1) - dr / nr.clamp(min=1) - 1 / (2 * beta)) ** 2
-        return per.mean(), per, beta * dc.detach(), beta * dr.detach()
-    ac, ar = pc / nc.clamp(min=1), pr / nr.clamp(min=1)
-    if loss_type == "simpo":  # CPOTrainer(loss_type="simpo", cpo_alpha=0)
-        z = ac - ar - s["gamma"] / beta
-        per = -F.logsigmoid(beta * z) * (1 - eps) - F.logsigmoid(-beta * z) * eps
-        return per.mean(), per, beta * ac.detach(), beta * ar.detach()
-    # orpo: the chosen responses' token-mean NLL, minus λ·logσ(log odds ratio)
-    lam = s["orpo_lambda"]
-    log_odds = (ac - ar) - (log1mexp(ac) - log1mexp(ar))
-    ratio = lam * F.logsigmoid(log_odds)
-    nll = -pc.sum() / nc.sum().clamp(min=1)
-    per = -pc / nc.clamp(min=1) - ratio
-    return nll - ratio.mean(), per, lam * ac.detach(), lam * ar.detach()
 
 
 def _messages(value: Any, name: str) -> list[dict[str, str]]:
@@ -163,6 +127,9 @@ class PreferenceTask(GenerationTask):
         #: a context manager factory yielding the reference model (None: batches carry the
         #: precomputed values, or the loss needs none); set by :meth:`prepare_training`
         self.reference = None
+        #: batches hold each prompt once (``preference.share_prompt`` where it applies); set
+        #: with the model, by :meth:`prepare_training` / :meth:`prepare_evaluation`
+        self.shared = False
 
     @classmethod
     def from_config(cls, cfg, train_table: Table | None, tokenizer) -> PreferenceTask:
@@ -284,10 +251,24 @@ class PreferenceTask(GenerationTask):
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         """One batch of 2B sequences, the chosen sides first; ``example`` says whose each
-        label position is, ``ref_logps`` holds precomputed reference values."""
+        label position is, ``ref_logps`` holds precomputed reference values. Shared-prompt
+        batches hold B rows (or packed rows) instead, scored by index."""
         import torch
 
         pad = self.pad_id if self.pad_id is not None else 0
+        if self.shared:
+            lengths = [len(f["input_ids"]) for f in features]
+            rows = (
+                pack_rows(lengths, self.max_length)
+                if self.s["packing"]
+                else [[i] for i in range(len(features))]
+            )
+            batch = shared_prompt_batch(features, rows, pad)
+            if "ref_logps" in features[0]:
+                refs = [f["ref_logps"][0] for f in features]
+                refs += [f["ref_logps"][1] for f in features]
+                batch["ref_logps"] = torch.tensor(refs, dtype=torch.float32)
+            return batch
         seqs = []
         for side in (0, 1):
             for f in features:
@@ -317,6 +298,8 @@ class PreferenceTask(GenerationTask):
         """(summed log-probability, token count) of each response in the batch: [2B] each."""
         import torch
 
+        if "src" in batch:
+            return self._shared_logps(model, batch)
         n = int(batch["example"].max()) + 1
         exact = self._response_nll(model, batch) if self.exact_positions else None
         if exact is None:  # the generation task's path: the LM head on any row's label positions
@@ -365,6 +348,47 @@ class PreferenceTask(GenerationTask):
         nll = F.cross_entropy(logits, labels[:, 1:][where], reduction="none")
         return nll, batch["example"][:, 1:][where]
 
+    def _shared_logps(self, model, batch: dict[str, Any]):
+        """:meth:`sequence_logps` of a shared-prompt batch: one forward pass with the batch's
+        own mask and positions, the LM head on the indexed hidden states only."""
+        import torch
+        import torch.nn.functional as F
+
+        head = _lm_head(model)
+        with head_skipped(head) as seen:
+            model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"],
+                logits_to_keep=0,
+                use_cache=False,
+            )
+        hidden = seen[0]
+        picked = hidden.reshape(-1, hidden.shape[-1])[batch["src"]]
+        nll = F.cross_entropy(head(picked).float(), batch["target"], reduction="none")
+        n = int(batch["n_sequences"])
+        owner = batch["owner"]
+        logps = torch.zeros(n, dtype=nll.dtype, device=nll.device).index_add(0, owner, -nll)
+        ones = torch.ones_like(nll)
+        counts = torch.zeros(n, dtype=nll.dtype, device=nll.device).index_add(0, owner, ones)
+        return logps, counts
+
+    def can_share_prompt(self, model, method) -> bool:
+        """Whether ``model`` scores shared-prompt batches as it scores two rows per pair: a
+        causal LM with a plain LM head, attending through SDPA (which takes the 4D mask as
+        given), no sliding window, and a method that keeps the batch's positions (the one
+        that packing needs too)."""
+        config = getattr(model, "config", None)
+        window = getattr(config, "sliding_window", None)
+        return bool(
+            self.p.get("share_prompt", True)
+            and not self.seq2seq
+            and method.supports_packing
+            and _lm_head(model) is not None
+            and causal_sdpa(model)
+            and not (window and getattr(config, "use_sliding_window", True))
+        )
+
     def reference_logps(self, batch: dict[str, Any]):
         """The reference model's [2B] log-probabilities (None for simpo/orpo)."""
         import torch
@@ -404,9 +428,10 @@ class PreferenceTask(GenerationTask):
         """Set up the reference model before the first step (see ``preference.reference``)."""
         import copy
 
+        unwrapped = accelerator.unwrap_model(model)
+        self.shared = self.can_share_prompt(unwrapped, method)
         if self.p["loss"] not in REFERENCE_LOSSES:
             return
-        unwrapped = accelerator.unwrap_model(model)
         mode = self.p["reference"]
         off = method.reference_off(unwrapped)
         if mode == "auto":
@@ -431,6 +456,7 @@ class PreferenceTask(GenerationTask):
         """A finished run's reference: its model with the method's weights off, where the
         method has that switch (else the rewards are not scored, only log-probabilities)."""
         unwrapped = accelerator.unwrap_model(model)
+        self.shared = self.can_share_prompt(unwrapped, method)
         if self.p["loss"] in REFERENCE_LOSSES and method.reference_off(unwrapped) is not None:
             self.reference = lambda: method.reference_off(unwrapped)
 
