@@ -87,7 +87,12 @@ def run_tunelab(args) -> dict:
             "model": {"name": "smollm2-135m-instruct", "max_length": args.max_length},
             "data": {"train": args.data, "validation": args.validation},
             "task": {"type": "preference", "chat_template": "off", "target_delimiter": ""},
-            "preference": {"loss": "dpo", "beta": args.beta, "generate": 0},
+            "preference": {
+                "loss": "dpo",
+                "beta": args.beta,
+                "generate": 0,
+                "share_prompt": args.share_prompt == "on",
+            },
             "method": "lora",
             "lora": {**LORA, "target_modules": "all-linear"},
             "training": {
@@ -210,7 +215,7 @@ def launch(tool: str, data: Path, work: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", tool, "--data", str(data)]
     cmd += ["--tmp", str(work / f"{tool}-out"), "--result", str(result)]
     cmd += ["--validation", str(work / "validation.jsonl")]
-    for flag in ("steps", "batch_size", "lr", "beta", "seed", "max_length"):
+    for flag in ("steps", "batch_size", "lr", "beta", "seed", "max_length", "share_prompt"):
         cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     print(f"{tool} ...", flush=True)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
@@ -229,6 +234,12 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument(
+        "--share-prompt",
+        choices=("on", "off"),
+        default="on",
+        help="tunelab's preference.share_prompt (off: two rows per pair, as TRL)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dpo.json"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
