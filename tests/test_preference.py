@@ -362,11 +362,8 @@ def test_shared_prompt_scores_as_two_rows(tiny_llama, pref_data, tmp_path):
         for packing in (False, True):
             task.s["packing"] = packing
             batch = task.collate(feats)
-            assert (
-                batch["input_ids"].shape[0] == 6
-                if not packing
-                else 0 < batch["input_ids"].shape[0] < 6
-            )
+            n_rows = batch["input_ids"].shape[0]
+            assert n_rows < 6 if packing else n_rows == 6  # packed: several pairs to a row
             shared = task.sequence_logps(model, batch)
             assert torch.allclose(rows[0], shared[0], atol=1e-5), (rows[0], shared[0])
             assert torch.equal(rows[1], shared[1])
@@ -383,14 +380,22 @@ def test_shared_prompt_scores_as_two_rows(tiny_llama, pref_data, tmp_path):
     assert torch.equal(mask[: p + c, : p + c], causal) and not mask[:n, n:].any()
 
 
-def test_shared_prompt_trains_as_two_rows(tiny_llama, pref_data, tmp_path):
+def test_shared_prompt_trains_as_two_rows(tiny_llama, pref_data, tmp_path, monkeypatch):
     import tunelab
+    from tunelab.tasks import preference
 
+    built = []  # which layout each training run's batches had (LoRA: PEFT around the model)
+    real = preference.shared_prompt_batch
+    monkeypatch.setattr(
+        preference, "shared_prompt_batch", lambda *a: built.append(a[0]) or real(*a)
+    )
     losses = {}
     for share in (True, False):
         over = {"preference.share_prompt": share, "training.max_steps": 6, "training.log_every": 1}
         cfg = pref_config(tiny_llama, pref_data, tmp_path / f"runs-{share}", **over)
+        before = len(built)
         res = tunelab.train(cfg)
+        assert (len(built) > before) == share
         rows = read_rows(run_dir_of(cfg) / "metrics.jsonl")
         losses[share] = ([r["loss"] for r in rows if r.get("type") == "train"], res)
     (a, ra), (b, rb) = losses[True], losses[False]

@@ -256,19 +256,26 @@ class PreferenceTask(GenerationTask):
         import torch
 
         pad = self.pad_id if self.pad_id is not None else 0
-        if self.shared:
-            lengths = [len(f["input_ids"]) for f in features]
-            rows = (
-                pack_rows(lengths, self.max_length)
-                if self.s["packing"]
-                else [[i] for i in range(len(features))]
-            )
-            batch = shared_prompt_batch(features, rows, pad)
-            if "ref_logps" in features[0]:
-                refs = [f["ref_logps"][0] for f in features]
-                refs += [f["ref_logps"][1] for f in features]
-                batch["ref_logps"] = torch.tensor(refs, dtype=torch.float32)
-            return batch
+        batch = self._shared_batch(features, pad) if self.shared else self._row_batch(features, pad)
+        if "ref_logps" in features[0]:
+            refs = [f["ref_logps"][0] for f in features] + [f["ref_logps"][1] for f in features]
+            batch["ref_logps"] = torch.tensor(refs, dtype=torch.float32)
+        return batch
+
+    def _shared_batch(self, features: list[dict[str, Any]], pad: int) -> dict[str, Any]:
+        """One row per pair (or packed rows of several), the prompt once."""
+        lengths = [len(f["input_ids"]) for f in features]
+        rows = (
+            pack_rows(lengths, self.max_length)
+            if self.s["packing"]
+            else [[i] for i in range(len(features))]
+        )
+        return shared_prompt_batch(features, rows, pad)
+
+    def _row_batch(self, features: list[dict[str, Any]], pad: int) -> dict[str, Any]:
+        """Two rows per pair (chosen sides first), padded or packed."""
+        import torch
+
         seqs = []
         for side in (0, 1):
             for f in features:
@@ -278,16 +285,12 @@ class PreferenceTask(GenerationTask):
                 else:
                     seqs.append({"input_ids": full, "labels": [IGNORE] * pl + full[pl:]})
         if self.s["packing"] and not self.seq2seq:
-            batch = packed_batch(
+            return packed_batch(
                 seqs, pack_rows([len(s["input_ids"]) for s in seqs], self.max_length), pad
             )
-        else:
-            batch = padded_batch(seqs, pad)
-            rows = torch.arange(len(seqs)).unsqueeze(1)
-            batch["example"] = rows.expand_as(batch["labels"]).contiguous()
-        if "ref_logps" in features[0]:
-            refs = [f["ref_logps"][0] for f in features] + [f["ref_logps"][1] for f in features]
-            batch["ref_logps"] = torch.tensor(refs, dtype=torch.float32)
+        batch = padded_batch(seqs, pad)
+        rows = torch.arange(len(seqs)).unsqueeze(1)
+        batch["example"] = rows.expand_as(batch["labels"]).contiguous()
         return batch
 
     # -- scoring -------------------------------------------------------------------------------
@@ -299,9 +302,10 @@ class PreferenceTask(GenerationTask):
         import torch
 
         if "src" in batch:
-            return self._shared_logps(model, batch)
-        n = int(batch["example"].max()) + 1
-        exact = self._response_nll(model, batch) if self.exact_positions else None
+            n, exact = int(batch["n_sequences"]), self._shared_nll(model, batch)
+        else:
+            n = int(batch["example"].max()) + 1
+            exact = self._response_nll(model, batch) if self.exact_positions else None
         if exact is None:  # the generation task's path: the LM head on any row's label positions
             nll, target, pick = self.token_losses(model, batch)
             owner = pick(batch["example"]).clamp(min=0)
@@ -348,10 +352,9 @@ class PreferenceTask(GenerationTask):
         nll = F.cross_entropy(logits, labels[:, 1:][where], reduction="none")
         return nll, batch["example"][:, 1:][where]
 
-    def _shared_logps(self, model, batch: dict[str, Any]):
-        """:meth:`sequence_logps` of a shared-prompt batch: one forward pass with the batch's
-        own mask and positions, the LM head on the indexed hidden states only."""
-        import torch
+    def _shared_nll(self, model, batch: dict[str, Any]):
+        """(NLL, owner) of the response tokens of a shared-prompt batch: one forward pass with
+        the batch's own mask and positions, the LM head on the indexed hidden states only."""
         import torch.nn.functional as F
 
         head = _lm_head(model)
@@ -363,15 +366,9 @@ class PreferenceTask(GenerationTask):
                 logits_to_keep=0,
                 use_cache=False,
             )
-        hidden = seen[0]
-        picked = hidden.reshape(-1, hidden.shape[-1])[batch["src"]]
+        picked = seen[0].reshape(-1, seen[0].shape[-1])[batch["src"]]
         nll = F.cross_entropy(head(picked).float(), batch["target"], reduction="none")
-        n = int(batch["n_sequences"])
-        owner = batch["owner"]
-        logps = torch.zeros(n, dtype=nll.dtype, device=nll.device).index_add(0, owner, -nll)
-        ones = torch.ones_like(nll)
-        counts = torch.zeros(n, dtype=nll.dtype, device=nll.device).index_add(0, owner, ones)
-        return logps, counts
+        return nll, batch["owner"]
 
     def can_share_prompt(self, model, method) -> bool:
         """Whether ``model`` scores shared-prompt batches as it scores two rows per pair: a
