@@ -175,6 +175,8 @@ def test_choices_and_rolling_perplexity_agree_with_lm_eval(bpe_llama, data, tmp_
     for key in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
         assert wiki[key] == pytest.approx(lw[key], rel=5e-3), key
     assert wiki["n"] == 5  # documents, not windows
+    # lm-eval's request time is timed apart from the rest of simple_evaluate
+    assert 0 < theirs["request_seconds"] <= theirs["seconds"]
 
 
 def test_prompt_template_and_target_delimiter_shape_what_is_scored(bpe_llama):

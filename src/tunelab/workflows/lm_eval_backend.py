@@ -50,6 +50,32 @@ def _positional(model):
     return Positional(model)
 
 
+def _timed(hflm_class):
+    """``HFLM`` that adds up the seconds its request methods take (``request_seconds``): lm-eval's
+    scoring alone, without building its tasks or computing its metrics."""
+
+    class TimedHFLM(hflm_class):
+        request_seconds = 0.0
+
+        def _timed_call(self, name, requests, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return getattr(super(), name)(requests, *args, **kwargs)
+            finally:
+                self.request_seconds += time.perf_counter() - started
+
+        def loglikelihood(self, requests, *args, **kwargs):
+            return self._timed_call("loglikelihood", requests, *args, **kwargs)
+
+        def loglikelihood_rolling(self, requests, *args, **kwargs):
+            return self._timed_call("loglikelihood_rolling", requests, *args, **kwargs)
+
+        def generate_until(self, requests, *args, **kwargs):
+            return self._timed_call("generate_until", requests, *args, **kwargs)
+
+    return TimedHFLM
+
+
 def run_lm_eval(
     target: str | os.PathLike,
     tasks: list[str],
@@ -85,7 +111,9 @@ def run_lm_eval(
         )
     model = t.accelerator.unwrap_model(t.model)
     sizes = {"max_length": max_length} if max_length else {}  # else lm-eval's own default
-    lm = HFLM(pretrained=_positional(model), tokenizer=t.tokenizer, batch_size=batch_size, **sizes)
+    lm = _timed(HFLM)(
+        pretrained=_positional(model), tokenizer=t.tokenizer, batch_size=batch_size, **sizes
+    )
     started = time.perf_counter()
     with t.accelerator.autocast():
         out = lm_eval.simple_evaluate(
@@ -99,6 +127,7 @@ def run_lm_eval(
         )
     results = as_suite(out, str(target), limit, num_fewshot)
     results["seconds"] = round(time.perf_counter() - started, 3)  # lm-eval's own work, no loading
+    results["request_seconds"] = round(lm.request_seconds, 3)  # its scoring requests alone
     if t.run is not None and output is None:
         path = rundir.eval_path(t.run.run_dir, "suite-lm-eval")
     else:

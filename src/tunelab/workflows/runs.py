@@ -15,6 +15,7 @@ from tunelab.methods import get_method
 from tunelab.tasks import build_task, load_splits
 from tunelab.training.precision import make_accelerator
 from tunelab.utils.io import atomic_directory
+from tunelab.utils.memory import retain_freed_memory
 
 
 @dataclass
@@ -135,6 +136,7 @@ def evaluate_to_file(
         data = load_splits(cfg, task)[split]
         name = split
     task.prepare_evaluation(run.model, get_method(run.info["method"]), run.accelerator)
+    retain_freed_memory()  # scoring's batches reuse freed blocks instead of faulting pages in
     metrics, rows = task.evaluate(
         run.model, data, eval_batch_size(cfg, batch_size), run.accelerator
     )

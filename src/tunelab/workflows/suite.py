@@ -35,6 +35,7 @@ from tunelab.evaluation.perturb import check_perturbations, perturb
 from tunelab.reporting.tables import print_suite
 from tunelab.tasks.generation import GenerationTask
 from tunelab.utils.io import atomic_write_json, atomic_write_jsonl
+from tunelab.utils.memory import retain_freed_memory
 from tunelab.workflows.classifier_metric import (
     headline,
     is_classifier_metric,
@@ -288,6 +289,7 @@ def run_suite_to_file(
 ) -> tuple[dict[str, Any], Path]:
     """:func:`run_suite`, also returning the path of the results file."""
     suite, base_dir = load_suite(suite_path)
+    retain_freed_memory()  # scoring's batches reuse freed blocks instead of faulting pages in
     t = Target(target, trust_remote_code, precision)
     out_dir = Path(output) if output else (t.out_dir or Path("runs") / f"eval-{t.name}")
     bs = batch_size or t.cfg.training.eval_batch_size or 2 * t.cfg.training.batch_size
