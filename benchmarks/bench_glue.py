@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--full-lr", type=float, default=5e-5)
     p.add_argument("--lora-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--no-group-by-length",
+        action="store_true",
+        help="tunelab draws batches at random, as the peer does (training.group_by_length=false)",
+    )
     p.add_argument("--worker", nargs=3, metavar=("TOOL", "TASK", "METHOD"), help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -147,6 +152,7 @@ def run_tunelab(args, task: str, method: str, lr: float, work: Path, tmp: str) -
         "load_best": False,
         "save_checkpoints": False,
         "progress": False,
+        "group_by_length": not args.no_group_by_length,
     }
     cfg["output"] = {"dir": tmp, "name": f"{task}-{method}"}
     res = tunelab.train(cfg)
@@ -374,6 +380,7 @@ def launch(args, tool: str, task: str, method: str, seed: int, work: Path) -> di
     cmd += ["--seed", str(seed), "--work", str(work), "--epochs", str(args.epochs)]
     cmd += ["--batch-size", str(args.batch_size), "--full-lr", repr(args.full_lr)]
     cmd += ["--lora-lr", repr(args.lora_lr)]
+    cmd += ["--no-group-by-length"] if args.no_group_by_length else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
     log = work / f"{tool}-{task}-{method}-{seed}.log"
