@@ -130,9 +130,10 @@ def main() -> int:
     from tunelab.models.registry import resolve_model
 
     tok = AutoTokenizer.from_pretrained(model_path(resolve_model(MODEL)))
+    repeats = max(args.repeats, 1)
     runs: dict[tuple[str, str], list[dict]] = {}
     for task in ("boolq", "wikitext"):
-        for _ in range(max(args.repeats, 1)):
+        for _ in range(repeats):
             for tool in ("lm-eval", "tunelab"):
                 runs.setdefault((tool, task), []).append(run(tool, task, args))
     res = {key: _median(rs) for key, rs in runs.items()}
@@ -181,9 +182,7 @@ def main() -> int:
         "wall: the worker process from start to end, loading the model included; scoring: "
         "lm-eval's requests (loglikelihood / loglikelihood_rolling), tunelab's task evaluation"
     )
-    print(
-        f"\nscoring ratio of each alternating pair (lm-eval s / tunelab s), {args.repeats} pairs:"
-    )
+    print(f"\nscoring ratio of each alternating pair (lm-eval s / tunelab s), {repeats} pairs:")
     for task in ("boolq", "wikitext"):
         pairs = zip(runs[("lm-eval", task)], runs[("tunelab", task)])
         shown = ", ".join(

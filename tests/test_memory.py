@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 import sys
 
@@ -33,7 +34,6 @@ print(mapped, libc.mallinfo2().fordblks)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_a_freed_large_block_stays_in_the_heap():
     try:
-        ctypes = __import__("ctypes")
         ctypes.CDLL("libc.so.6").mallinfo2  # noqa: B018
     except (OSError, AttributeError):
         pytest.skip("not glibc >= 2.33")
