@@ -152,8 +152,9 @@ def run_tunelab(args, task: str, method: str, lr: float, work: Path, tmp: str) -
         "load_best": False,
         "save_checkpoints": False,
         "progress": False,
-        "group_by_length": not args.no_group_by_length,
     }
+    if args.no_group_by_length:  # otherwise tunelab's default (off for token classification)
+        cfg["training"]["group_by_length"] = False
     cfg["output"] = {"dir": tmp, "name": f"{task}-{method}"}
     res = tunelab.train(cfg)
     return {

@@ -99,3 +99,16 @@ def test_every_shipped_config_loads(path):
 
 def test_shipped_configs_exist():
     assert len(SHIPPED) >= 3
+
+
+def test_group_by_length_defaults_off_for_token_classification_only():
+    # length-grouped batches cost entity F1 on CoNLL-2003 (benchmarks/README.md)
+    assert load_config({}).training.group_by_length is True
+    ner = load_config({"task": {"type": "token_classification"}})
+    assert ner.training.group_by_length is False
+    forced = load_config(
+        {"task": {"type": "token_classification"}}, ["training.group_by_length=true"]
+    )
+    assert forced.training.group_by_length is True
+    assert load_config({}, ["training.group_by_length=false"]).training.group_by_length is False
+    assert load_config({"task": {"type": "regression"}}).training.group_by_length is True

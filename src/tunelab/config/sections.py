@@ -441,8 +441,10 @@ class TrainingConfig(Section):
         "auto",
         description="`auto`: bf16 autocast where the CPU/GPU supports it, else fp32.",
     )
-    group_by_length: bool = Field(
-        True, description="Batch examples of similar length together (less padding)."
+    group_by_length: bool | None = Field(
+        None,
+        description="Batch examples of similar length together (less padding); unset: on, "
+        "except for token_classification, where length-grouped batches cost entity F1.",
     )
     eval_every: int | None = Field(
         None, ge=1, description="Evaluate every N optimizer steps; unset: at each epoch end."
