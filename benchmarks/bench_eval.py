@@ -87,6 +87,100 @@ def worker(tool: str, task: str, limit: int, batch: int, precision: str, out: Pa
     }
 
 
+def interleaved(rows: int, chunk: int, batch: int) -> int:
+    """BoolQ scoring by both tools in one process on one loaded model, chunk by chunk.
+
+    The rows are sorted longest first (as each tool orders a whole run) and cut into chunks of
+    ``chunk`` rows; each chunk is scored by lm-eval's ``HFLM.loglikelihood`` (its requests:
+    context and " no" / " yes"), by tunelab's ``choice_loglikelihoods`` (what its suite task
+    calls) and by the same with padding-capped batches off (``min_fill=0``), in a rotating
+    order. Drift of the machine's speed then falls on all three alike; printed: each arm's
+    total seconds, the ratios, the median of the per-chunk ratios, and per-row agreement.
+    """
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from tunelab.evaluation import choice
+    from tunelab.models.layers import causal_sdpa
+    from tunelab.tasks.lm_scoring import encode_choices
+    from tunelab.utils.memory import retain_freed_memory
+    from tunelab.workflows.generate import load_generation_target
+    from tunelab.workflows.lm_eval_backend import _positional
+
+    retain_freed_memory()  # as tunelab's scoring workflows and bench's workers both run
+    t = load_generation_target(MODEL, False, precision="fp32")
+    model, tok = t.accelerator.unwrap_model(t.model).eval(), t.tokenizer
+    lm = HFLM(pretrained=_positional(model), tokenizer=tok, batch_size=batch, max_length=2048)
+    with open(ROOT.parent / "shared/data/boolq/dev_2000.jsonl", encoding="utf-8") as fh:
+        docs = [json.loads(x) for x in fh][:rows]
+    prompt = "{passage}\nQuestion: {question}?\nAnswer:"
+    choices = [" no", " yes"]
+    # longest first, as both tools order a whole run: each chunk then holds the rows that a
+    # whole run batches together, and padding is what it is there
+    docs.sort(key=lambda d: -len(tok(prompt.format(**d))["input_ids"]))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    no_mask = causal_sdpa(model)
+
+    def lm_eval_arm(part):
+        reqs = [
+            Instance("loglikelihood", d, (prompt.format(**d), c), j, ("boolq", i, 1))
+            for i, d in enumerate(part)
+            for j, c in enumerate(choices)
+        ]
+        out = [x[0] for x in lm.loglikelihood(reqs, disable_tqdm=True)]
+        return [out[2 * i : 2 * i + 2] for i in range(len(part))]
+
+    def tunelab_arm(part, min_fill=None):
+        enc = [encode_choices(tok, prompt.format(**d), choices) for d in part]
+        return choice.choice_loglikelihoods(
+            model,
+            [p for p, _ in enc],
+            [c for _, c in enc],
+            pad,
+            batch,
+            "cpu",
+            causal_mask_only=no_mask,
+            min_fill=min_fill,
+        )
+
+    arms = {
+        "lm-eval": lm_eval_arm,
+        "tunelab": tunelab_arm,
+        "tunelab, no padding cap": lambda part: tunelab_arm(part, 0.0),
+    }
+    names = list(arms)
+    secs = {n: [] for n in names}
+    lls = {n: [] for n in names}
+    for c, start in enumerate(range(0, rows, chunk)):
+        part = docs[start : start + chunk]
+        for n in names[c % 3 :] + names[: c % 3]:  # rotate which arm goes first
+            t0 = time.perf_counter()
+            lls[n].extend(arms[n](part))
+            secs[n].append(time.perf_counter() - t0)
+        print(f"chunk {c}: " + ", ".join(f"{n} {secs[n][-1]:.1f} s" for n in names), flush=True)
+    ref = lls["lm-eval"]
+    print(f"\nBoolQ first {rows} rows, batch {batch}, chunks of {chunk}, one process")
+    for n in names:
+        agree = sum(
+            max(range(2), key=a.__getitem__) == max(range(2), key=b.__getitem__)
+            for a, b in zip(lls[n], ref)
+        )
+        worst = max(abs(x - y) for a, b in zip(lls[n], ref) for x, y in zip(a, b))
+        total = sum(secs[n])
+        per_chunk = sorted(a / b for a, b in zip(secs["lm-eval"], secs[n]))
+        median = (
+            per_chunk[len(per_chunk) // 2]
+            if len(per_chunk) % 2
+            else sum(per_chunk[len(per_chunk) // 2 - 1 : len(per_chunk) // 2 + 1]) / 2
+        )
+        print(
+            f"{n:24s} {total:7.1f} s  lm-eval/this {sum(secs['lm-eval']) / total:5.2f}x  "
+            f"median chunk ratio {median:5.2f}x  agreement {agree}/{len(ref)}, "
+            f"largest difference {worst:.2e}"
+        )
+    return 0
+
+
 def _median(rs: list[dict]) -> dict:
     """The run with the median scoring time (the lower middle one of an even count)."""
     return sorted(rs, key=lambda r: r["score_s"])[(len(rs) - 1) // 2]
@@ -118,8 +212,16 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs per tool and task")
+    ap.add_argument(
+        "--interleave",
+        type=int,
+        metavar="CHUNK",
+        help="BoolQ only: both tools in one process, alternating chunk by chunk of CHUNK rows",
+    )
     ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.interleave:
+        return interleaved(args.rows, args.interleave, args.batch)
     if args.worker:
         tool, task, limit, batch, precision, out = args.worker
         print(json.dumps(worker(tool, task, int(limit), int(batch), precision, Path(out))))

@@ -537,6 +537,20 @@ def test_single_token_choices_share_one_row_and_match_per_choice_scoring(tiny_ll
                 assert score == pytest.approx(want, abs=1e-4)
 
 
+def test_length_batches_cap_padding_and_cover_every_row_once():
+    from tunelab.evaluation.choice import length_batches
+
+    widths = [100, 95, 91, 89, 50, 49, 48, 47, 46, 10]
+    batches = list(length_batches(widths, 3))
+    # longest first; 89 < 0.9 * 100 starts a batch; 47 would be the fourth row
+    assert batches == [[0, 1, 2], [3], [4, 5, 6], [7, 8], [9]]
+    assert sorted(k for b in batches for k in b) == list(range(len(widths)))
+    for b in batches:
+        assert min(widths[k] for k in b) >= 0.9 * max(widths[k] for k in b)
+    assert list(length_batches(widths, 4, min_fill=0)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert list(length_batches([], 4)) == []
+
+
 def test_choice_scoring_matches_a_direct_computation(tiny_llama, tmp_path):
     from transformers import AutoModelForCausalLM
 
