@@ -2,12 +2,14 @@
 
     python benchmarks/bench_eval.py [--rows 400] [--docs 6] [--batch 8] [--precision fp32]
                                     [--repeats 3]
+    python benchmarks/bench_eval.py --interleave 48     # BoolQ, both tools in one process
 
 SmolLM2-135M-Instruct (the embedded GGUF, converted once). BoolQ: the first ``rows`` rows of
 ``../shared/data/boolq/dev_2000.jsonl`` with lm-eval's prompt and choices; WikiText-2: the first
 ``docs`` pages of the test file, detokenized, each scored from its start. tunelab runs
 ``suites/lm_eval_parity.yaml``; lm-eval runs its own task definitions (``lm_eval_tasks/``) through
-``tunelab eval --lm-eval`` on the same loaded model. Each tool runs in its own process. Printed:
+``tunelab eval --lm-eval`` on the same loaded model, with glibc's allocator defaults, as lm-eval's
+own command line runs. Each tool runs in its own process. Printed:
 the metrics side by side, per-row agreement (choices, largest log-likelihood difference),
 wall time, scoring time and tokens/s for both, and the tunelab/lm-eval ratios. The tools run
 alternately ``repeats`` times per task (lm-eval, tunelab, lm-eval, ...): this shared machine's
@@ -75,6 +77,7 @@ def worker(tool: str, task: str, limit: int, batch: int, precision: str, out: Pa
         output=out,
         max_length=2048,
         precision=precision,
+        keep_freed_memory=False,  # lm-eval as its own command line runs it
     )
     entry = res["tasks"][f"{task}_local"]
     rows = [r["loglikelihoods"] for r in sorted(entry["rows"], key=lambda r: r["doc_id"])]
@@ -94,7 +97,8 @@ def interleaved(rows: int, chunk: int, batch: int) -> int:
     ``chunk`` rows; each chunk is scored by lm-eval's ``HFLM.loglikelihood`` (its requests:
     context and " no" / " yes"), by tunelab's ``choice_loglikelihoods`` (what its suite task
     calls) and by the same with padding-capped batches off (``min_fill=0``), in a rotating
-    order. Drift of the machine's speed then falls on all three alike; printed: each arm's
+    order. Drift of the machine's speed then falls on all three alike, and so does the
+    allocator setting (freed memory kept, as ``tunelab eval --lm-eval`` runs lm-eval too); printed: each arm's
     total seconds, the ratios, the median of the per-chunk ratios, and per-row agreement.
     """
     from lm_eval.api.instance import Instance
@@ -107,7 +111,7 @@ def interleaved(rows: int, chunk: int, batch: int) -> int:
     from tunelab.workflows.generate import load_generation_target
     from tunelab.workflows.lm_eval_backend import _positional
 
-    retain_freed_memory()  # as tunelab's scoring workflows and bench's workers both run
+    retain_freed_memory()  # one process: both tools score with freed memory kept
     t = load_generation_target(MODEL, False, precision="fp32")
     model, tok = t.accelerator.unwrap_model(t.model).eval(), t.tokenizer
     lm = HFLM(pretrained=_positional(model), tokenizer=tok, batch_size=batch, max_length=2048)

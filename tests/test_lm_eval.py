@@ -144,10 +144,13 @@ def data(tmp_path_factory):
     return tmp, tasks, suite
 
 
-def test_choices_and_rolling_perplexity_agree_with_lm_eval(bpe_llama, data, tmp_path):
+def test_choices_and_rolling_perplexity_agree_with_lm_eval(bpe_llama, data, tmp_path, monkeypatch):
+    from tunelab.workflows import lm_eval_backend
     from tunelab.workflows.lm_eval_backend import run_lm_eval
     from tunelab.workflows.suite import run_suite
 
+    kept: list[bool] = []  # the allocator setting is process-wide: record the call instead
+    monkeypatch.setattr(lm_eval_backend, "retain_freed_memory", lambda: kept.append(True))
     _tmp, tasks, suite = data
     ours = run_suite(str(bpe_llama), suite, output=tmp_path / "ours", precision="fp32")
     theirs, _ = run_lm_eval(
@@ -177,6 +180,17 @@ def test_choices_and_rolling_perplexity_agree_with_lm_eval(bpe_llama, data, tmp_
     assert wiki["n"] == 5  # documents, not windows
     # lm-eval's request time is timed apart from the rest of simple_evaluate
     assert 0 < theirs["request_seconds"] <= theirs["seconds"]
+    assert kept == [True]  # run_lm_eval keeps freed memory unless told not to
+    run_lm_eval(
+        str(bpe_llama),
+        ["tiny_boolq"],
+        tasks,
+        limit=2,
+        output=tmp_path / "plain",
+        precision="fp32",
+        keep_freed_memory=False,
+    )
+    assert kept == [True]
 
 
 def test_prompt_template_and_target_delimiter_shape_what_is_scored(bpe_llama):
