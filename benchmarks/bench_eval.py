@@ -90,7 +90,7 @@ def worker(tool: str, task: str, limit: int, batch: int, precision: str, out: Pa
     }
 
 
-def interleaved(rows: int, chunk: int, batch: int) -> int:
+def interleaved(rows: int, chunk: int, batch: int, precision: str) -> int:
     """BoolQ scoring by both tools in one process on one loaded model, chunk by chunk.
 
     The rows are sorted longest first (as each tool orders a whole run) and cut into chunks of
@@ -112,7 +112,7 @@ def interleaved(rows: int, chunk: int, batch: int) -> int:
     from tunelab.workflows.lm_eval_backend import _positional
 
     retain_freed_memory()  # one process: both tools score with freed memory kept
-    t = load_generation_target(MODEL, False, precision="fp32")
+    t = load_generation_target(MODEL, False, precision=precision)
     model, tok = t.accelerator.unwrap_model(t.model).eval(), t.tokenizer
     lm = HFLM(pretrained=_positional(model), tokenizer=tok, batch_size=batch, max_length=2048)
     with open(ROOT.parent / "shared/data/boolq/dev_2000.jsonl", encoding="utf-8") as fh:
@@ -155,15 +155,21 @@ def interleaved(rows: int, chunk: int, batch: int) -> int:
     names = list(arms)
     secs = {n: [] for n in names}
     lls = {n: [] for n in names}
-    for c, start in enumerate(range(0, rows, chunk)):
+    if not docs or chunk < 1:
+        raise SystemExit("--interleave: needs --rows >= 1 and CHUNK >= 1")
+    for c, start in enumerate(range(0, len(docs), chunk)):
         part = docs[start : start + chunk]
         for n in names[c % 3 :] + names[: c % 3]:  # rotate which arm goes first
             t0 = time.perf_counter()
-            lls[n].extend(arms[n](part))
+            with t.accelerator.autocast():  # as both tools' own paths run (fp32: a no-op)
+                lls[n].extend(arms[n](part))
             secs[n].append(time.perf_counter() - t0)
         print(f"chunk {c}: " + ", ".join(f"{n} {secs[n][-1]:.1f} s" for n in names), flush=True)
     ref = lls["lm-eval"]
-    print(f"\nBoolQ first {rows} rows, batch {batch}, chunks of {chunk}, one process")
+    print(
+        f"\nBoolQ first {len(docs)} rows, {precision}, batch {batch}, chunks of {chunk}, "
+        "one process"
+    )
     for n in names:
         agree = sum(
             max(range(2), key=a.__getitem__) == max(range(2), key=b.__getitem__)
@@ -225,7 +231,7 @@ def main() -> int:
     ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.interleave:
-        return interleaved(args.rows, args.interleave, args.batch)
+        return interleaved(args.rows, args.interleave, args.batch, args.precision)
     if args.worker:
         tool, task, limit, batch, precision, out = args.worker
         print(json.dumps(worker(tool, task, int(limit), int(batch), precision, Path(out))))

@@ -69,10 +69,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--full-lr", type=float, default=5e-5)
     p.add_argument("--lora-lr", type=float, default=1e-3)
-    p.add_argument(
+    grouping = p.add_mutually_exclusive_group()
+    grouping.add_argument(
         "--no-group-by-length",
         action="store_true",
         help="tunelab draws batches at random, as the peer does (training.group_by_length=false)",
+    )
+    grouping.add_argument(
+        "--group-by-length",
+        action="store_true",
+        help="tunelab batches by length on every task (training.group_by_length=true); "
+        "without either flag, tunelab's default: on, except for CoNLL (token classification)",
     )
     p.add_argument("--worker", nargs=3, metavar=("TOOL", "TASK", "METHOD"), help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
@@ -153,8 +160,8 @@ def run_tunelab(args, task: str, method: str, lr: float, work: Path, tmp: str) -
         "save_checkpoints": False,
         "progress": False,
     }
-    if args.no_group_by_length:  # otherwise tunelab's default (off for token classification)
-        cfg["training"]["group_by_length"] = False
+    if args.no_group_by_length or args.group_by_length:  # else tunelab's default
+        cfg["training"]["group_by_length"] = bool(args.group_by_length)
     cfg["output"] = {"dir": tmp, "name": f"{task}-{method}"}
     res = tunelab.train(cfg)
     return {
@@ -382,6 +389,7 @@ def launch(args, tool: str, task: str, method: str, seed: int, work: Path) -> di
     cmd += ["--batch-size", str(args.batch_size), "--full-lr", repr(args.full_lr)]
     cmd += ["--lora-lr", repr(args.lora_lr)]
     cmd += ["--no-group-by-length"] if args.no_group_by_length else []
+    cmd += ["--group-by-length"] if args.group_by_length else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
     log = work / f"{tool}-{task}-{method}-{seed}.log"

@@ -103,12 +103,18 @@ def test_shipped_configs_exist():
 
 def test_group_by_length_defaults_off_for_token_classification_only():
     # length-grouped batches cost entity F1 on CoNLL-2003 (benchmarks/README.md)
-    assert load_config({}).training.group_by_length is True
-    ner = load_config({"task": {"type": "token_classification"}})
-    assert ner.training.group_by_length is False
+    plain, ner = load_config({}), load_config({"task": {"type": "token_classification"}})
+    assert plain.groups_by_length() is True and ner.groups_by_length() is False
+    assert ner.training.group_by_length is None  # unset stays unset: the run's config says so
     forced = load_config(
         {"task": {"type": "token_classification"}}, ["training.group_by_length=true"]
     )
-    assert forced.training.group_by_length is True
-    assert load_config({}, ["training.group_by_length=false"]).training.group_by_length is False
-    assert load_config({"task": {"type": "regression"}}).training.group_by_length is True
+    assert forced.groups_by_length() is True
+    assert load_config({}, ["training.group_by_length=false"]).groups_by_length() is False
+    assert load_config({"task": {"type": "regression"}}).groups_by_length() is True
+    # a stage of another task type decides by its own type, also after a round trip
+    staged = load_config({"stages": [{"name": "ner", "task": {"type": "token_classification"}}]})
+    again = RunConfig.model_validate(staged.to_dict())
+    for cfg in (staged, again):
+        assert cfg.groups_by_length() is True
+        assert cfg.stage_config(cfg.stages[0]).groups_by_length() is False

@@ -205,7 +205,7 @@ class Trainer:
             split.lengths,
             tc.batch_size,
             seed=tc.seed,
-            group_by_length=tc.group_by_length is not False,
+            group_by_length=self.cfg.groups_by_length(),
             world_size=acc.num_processes,
             rank=acc.process_index,
         )

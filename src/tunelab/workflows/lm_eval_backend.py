@@ -95,7 +95,7 @@ def run_lm_eval(
     local data offline; ``lm_eval_tasks/`` ships BoolQ and WikiText-2 on ../shared/data).
     ``keep_freed_memory``: the process keeps freed blocks for reuse, as tunelab's own scoring
     does (:func:`~tunelab.utils.memory.retain_freed_memory`); lm-eval's full-vocabulary logits
-    are hundreds of MB per batch (BoolQ in ``benchmarks/bench_eval.py``: 12 % less request
+    are hundreds of MB per batch (BoolQ in ``benchmarks/bench_eval.py``: 11 % less request
     time, minor page faults 2.2 M -> 0.37 M for 96 rows). False: glibc's defaults, as lm-eval's
     own command line runs."""
     try:
