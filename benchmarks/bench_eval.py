@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,8 +99,9 @@ def interleaved(rows: int, chunk: int, batch: int, precision: str) -> int:
     context and " no" / " yes"), by tunelab's ``choice_loglikelihoods`` (what its suite task
     calls) and by the same with padding-capped batches off (``min_fill=0``), in a rotating
     order. Drift of the machine's speed then falls on all three alike, and so does the
-    allocator setting (freed memory kept, as ``tunelab eval --lm-eval`` runs lm-eval too); printed: each arm's
-    total seconds, the ratios, the median of the per-chunk ratios, and per-row agreement.
+    allocator setting (freed memory kept, as ``tunelab eval --lm-eval`` runs lm-eval too).
+    Printed: each arm's total seconds, the ratios, the median of the per-chunk ratios, and
+    per-row agreement.
     """
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
@@ -111,6 +113,8 @@ def interleaved(rows: int, chunk: int, batch: int, precision: str) -> int:
     from tunelab.workflows.generate import load_generation_target
     from tunelab.workflows.lm_eval_backend import _positional
 
+    if rows < 1 or chunk < 1:
+        raise SystemExit("--interleave: needs --rows >= 1 and CHUNK >= 1")
     retain_freed_memory()  # one process: both tools score with freed memory kept
     t = load_generation_target(MODEL, False, precision=precision)
     model, tok = t.accelerator.unwrap_model(t.model).eval(), t.tokenizer
@@ -134,7 +138,7 @@ def interleaved(rows: int, chunk: int, batch: int, precision: str) -> int:
         out = [x[0] for x in lm.loglikelihood(reqs, disable_tqdm=True)]
         return [out[2 * i : 2 * i + 2] for i in range(len(part))]
 
-    def tunelab_arm(part, min_fill=None):
+    def tunelab_arm(part, min_fill=choice.MIN_FILL):
         enc = [encode_choices(tok, prompt.format(**d), choices) for d in part]
         return choice.choice_loglikelihoods(
             model,
@@ -155,8 +159,6 @@ def interleaved(rows: int, chunk: int, batch: int, precision: str) -> int:
     names = list(arms)
     secs = {n: [] for n in names}
     lls = {n: [] for n in names}
-    if not docs or chunk < 1:
-        raise SystemExit("--interleave: needs --rows >= 1 and CHUNK >= 1")
     for c, start in enumerate(range(0, len(docs), chunk)):
         part = docs[start : start + chunk]
         for n in names[c % 3 :] + names[: c % 3]:  # rotate which arm goes first
@@ -177,12 +179,7 @@ def interleaved(rows: int, chunk: int, batch: int, precision: str) -> int:
         )
         worst = max(abs(x - y) for a, b in zip(lls[n], ref) for x, y in zip(a, b))
         total = sum(secs[n])
-        per_chunk = sorted(a / b for a, b in zip(secs["lm-eval"], secs[n]))
-        median = (
-            per_chunk[len(per_chunk) // 2]
-            if len(per_chunk) % 2
-            else sum(per_chunk[len(per_chunk) // 2 - 1 : len(per_chunk) // 2 + 1]) / 2
-        )
+        median = statistics.median(a / b for a, b in zip(secs["lm-eval"], secs[n]))
         print(
             f"{n:24s} {total:7.1f} s  lm-eval/this {sum(secs['lm-eval']) / total:5.2f}x  "
             f"median chunk ratio {median:5.2f}x  agreement {agree}/{len(ref)}, "
@@ -230,7 +227,7 @@ def main() -> int:
     )
     ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.interleave:
+    if args.interleave is not None:
         return interleaved(args.rows, args.interleave, args.batch, args.precision)
     if args.worker:
         tool, task, limit, batch, precision, out = args.worker

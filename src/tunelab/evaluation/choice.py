@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: a batch ends early where the next row would be shorter than this share of its widest row
+MIN_FILL = 0.9
+
 
 def choice_loglikelihoods(
     model,
@@ -21,7 +24,7 @@ def choice_loglikelihoods(
     seq2seq: bool = False,
     autocast=None,
     causal_mask_only: bool = False,
-    min_fill: float | None = None,
+    min_fill: float = MIN_FILL,
 ) -> list[list[float]]:
     """Summed log-probability of each choice's token ids after its example's prompt ids
     (``autocast``: a callable giving a fresh mixed-precision context per batch).
@@ -31,7 +34,7 @@ def choice_loglikelihoods(
     per choice. Only the scored positions go through the log-softmax. ``causal_mask_only``
     (a causal SDPA model): rows are right-padded and only real positions are read, so no
     attention mask is needed, and SDPA takes its causal kernel. ``min_fill``: see
-    :func:`length_batches` (unset: :data:`MIN_FILL`; 0: ``batch_size`` rows at a time).
+    :func:`length_batches` (0: ``batch_size`` rows at a time).
     """
     import contextlib
 
@@ -51,8 +54,7 @@ def choice_loglikelihoods(
     width = [len(p) + len(c) for _, p, c, _ in rows]
     model.eval()
     with torch.inference_mode():
-        fill = MIN_FILL if min_fill is None else min_fill
-        for batch in length_batches(width, batch_size, fill):
+        for batch in length_batches(width, batch_size, min_fill):
             chunk = [rows[k] for k in batch]
             with autocast() if autocast is not None else contextlib.nullcontext():
                 scores = _score(model, chunk, pad_id, device, seq2seq, causal_mask_only)
@@ -60,10 +62,6 @@ def choice_loglikelihoods(
                 for j, value in per_choice.items():
                     out[i][j] = value
     return out
-
-
-#: a batch ends early where the next row would be shorter than this share of its widest row
-MIN_FILL = 0.9
 
 
 def length_batches(widths: list[int], batch_size: int, min_fill: float = MIN_FILL):
