@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import random
+import threading
+import time
 from pathlib import Path
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -135,3 +137,52 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+#: the API key of the test servers
+KEY = "test-key-123"
+
+
+class ThreadServer:
+    """``build_app(...)`` served by uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, app, timeout: float = 30.0):
+        import uvicorn
+
+        from tunelab.workflows.serve.server import bind
+
+        sock = bind("127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
+        self.thread.start()
+        end = time.monotonic() + timeout
+        while not self.server.started:
+            assert time.monotonic() < end and self.thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+
+    def client(self, key: str | None = KEY):
+        import openai
+
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or "none", max_retries=0)
+
+    def post(self, path: str, body=None, key: str | None = KEY, **kw):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers.update(kw.pop("headers", {}))
+        if not isinstance(body, (dict, list)):  # raw bytes, or a generator of chunks
+            headers.setdefault("content-type", "application/json")
+            return httpx.post(self.url + path, content=body, headers=headers, timeout=60, **kw)
+        return httpx.post(self.url + path, json=body, headers=headers, timeout=60, **kw)
+
+    def get(self, path: str, key: str | None = KEY):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.get(self.url + path, headers=headers, timeout=30)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        assert not self.thread.is_alive()

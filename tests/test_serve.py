@@ -20,51 +20,13 @@ import httpx
 import pytest
 
 import tunelab
-from helpers import gen_rows, keyword_files, tiny_config, write_jsonl
+from helpers import KEY, ThreadServer, gen_rows, keyword_files, tiny_config, write_jsonl
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
-KEY = "test-key-123"
 PROMPTS = ["the movie was good", "this film felt awful", "a story of music"]
 TEXTS = ["a superb film", "the plot was dull and weak", "it was okay"]
-
-
-class ThreadServer:
-    """``build_app(...)`` served by uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, app, timeout: float = 30.0):
-        from tunelab.workflows.serve.server import bind
-
-        sock = bind("127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
-        self.thread.start()
-        end = time.monotonic() + timeout
-        while not self.server.started:
-            assert time.monotonic() < end and self.thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-
-    def client(self, key: str | None = KEY):
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or "none", max_retries=0)
-
-    def post(self, path: str, body=None, key: str | None = KEY, **kw) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        headers.update(kw.pop("headers", {}))
-        if not isinstance(body, (dict, list)):  # raw bytes, or a generator of chunks
-            headers.setdefault("content-type", "application/json")
-            return httpx.post(self.url + path, content=body, headers=headers, timeout=60, **kw)
-        return httpx.post(self.url + path, json=body, headers=headers, timeout=60, **kw)
-
-    def get(self, path: str, key: str | None = KEY) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.get(self.url + path, headers=headers, timeout=30)
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        assert not self.thread.is_alive()
 
 
 def _train(model: Path, data: dict, out: Path, name: str, **over) -> Path:
@@ -508,6 +470,34 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(slow_llama):
             proc.kill()
 
 
+def test_a_request_cut_by_the_drain_timeout_gets_503_not_500(slow_llama):
+    args = [f"slow={slow_llama}", "--drain-timeout", "0.05", "--max-tokens", "2000"]
+    proc, url = _start_cli(args)
+    try:
+        result = {}
+
+        def ask():
+            body = {"model": "slow", "prompt": "a", "max_tokens": 2000}
+            result["r"] = httpx.post(url + "/v1/completions", json=body, timeout=120)
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        end = time.monotonic() + 30
+        while httpx.get(url + "/health").json()["in_flight"] == 0:
+            assert time.monotonic() < end
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        asker.join(120)
+        r = result["r"]
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "server_shutting_down"
+        assert "--drain-timeout" in r.json()["error"]["message"]
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_cli_refuses_a_bad_target_and_flag(runs, tmp_path, capsys):
     from tunelab.cli import main
 
@@ -515,6 +505,8 @@ def test_cli_refuses_a_bad_target_and_flag(runs, tmp_path, capsys):
     assert "missing-run" in capsys.readouterr().err
     assert main(["serve", str(runs["g1"]), "--max-batch-size", "0"]) == 2
     assert "--max-batch-size" in capsys.readouterr().err
+    assert main(["serve", str(runs["g1"]), "--drain-timeout", "-1"]) == 2
+    assert "--drain-timeout" in capsys.readouterr().err
 
 
 # ---- real models ----

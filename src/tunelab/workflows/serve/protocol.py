@@ -3,6 +3,7 @@ guard in front of the app (API key, request counts and latency for ``/metrics``)
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -22,6 +23,7 @@ MODEL_PATHS = KNOWN_PATHS[1:4]
 
 UNION_TAGS = ("str", "int", "float", "bool")
 TOO_LARGE = "body: the request body is larger than this server accepts"
+SHUT_DOWN = "the server is shutting down: the request was cut by its --drain-timeout; retry"
 
 
 class ApiError(Exception):
@@ -134,25 +136,39 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        start, status = time.perf_counter(), [500]
+        start, status, started = time.perf_counter(), [500], [False]
 
         async def tracked(message):
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status[0], started[0] = message["status"], True
             await send(message)
 
         try:
-            if self.key is not None and path.startswith("/v1") and not self._authorised(scope):
-                await _reply(tracked, 401, _unauthorised())
-            elif self._too_large(scope):
-                await _reply(tracked, 413, error_body(TOO_LARGE, "body"))
-            elif scope.get("method") == "POST" and path in MODEL_PATHS:
-                await self._model_request(scope, receive, tracked)
-            else:
-                await self.app(scope, receive, tracked)
+            await self._guarded(scope, receive, tracked, path)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running when --drain-timeout runs out, and answers
+            # a request that has no response yet with a bare 500: say what happened instead.
+            # A response already under way (a stream) can only be closed.
+            if started[0]:
+                raise
+            await _reply(
+                tracked,
+                503,
+                error_body(SHUT_DOWN, type="server_error", code="server_shutting_down"),
+            )
         finally:
             name = path if path in KNOWN_PATHS else "other"
             self.metrics.observe_request(name, status[0], time.perf_counter() - start)
+
+    async def _guarded(self, scope, receive, send, path: str) -> None:
+        if self.key is not None and path.startswith("/v1") and not self._authorised(scope):
+            await _reply(send, 401, _unauthorised())
+        elif self._too_large(scope):
+            await _reply(send, 413, error_body(TOO_LARGE, "body"))
+        elif scope.get("method") == "POST" and path in MODEL_PATHS:
+            await self._model_request(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     async def _model_request(self, scope, receive, send):
         from tunelab.workflows.serve.batching import ARRIVAL

@@ -60,7 +60,8 @@ def serve(
     auto) overrides each run's own ``training.precision``. ``api_key`` (or
     ``$TUNELAB_API_KEY``) makes every ``/v1`` request need ``Authorization: Bearer KEY``. On
     SIGTERM the server stops accepting, lets the requests in flight finish (up to
-    ``drain_timeout`` seconds) and returns 0. ``ready(url, names)`` is called once it listens.
+    ``drain_timeout`` seconds; a request still waiting for its answer then gets a 503) and
+    returns 0. ``ready(url, names)`` is called once it listens.
     """
     import uvicorn
 
@@ -80,6 +81,8 @@ def serve(
         raise ConfigError(f"serve: --precision must be fp32, bf16, fp16 or auto, not {precision!r}")
     if batch_wait_ms < 0:
         raise ConfigError(f"serve: --batch-wait-ms must not be negative, not {batch_wait_ms}")
+    if drain_timeout < 0:
+        raise ConfigError(f"serve: --drain-timeout must not be negative, not {drain_timeout}")
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     limits = Limits(max_batch_size, max_classify_batch, batch_wait_ms, max_pending, max_tokens)
     sock = bind(host, port)
