@@ -202,6 +202,32 @@ def test_lora_dpo_learns_the_preference(tiny_llama, tmp_path):
     assert res.metrics["reward_accuracy"] >= 0.75 and res.metrics["loss"] < 0.5
 
 
+def test_a_preference_run_is_served_as_the_language_model_it_trained(
+    tiny_llama, pref_data, tmp_path
+):
+    pytest.importorskip("uvicorn")
+    import tunelab
+    from helpers import ThreadServer
+    from tunelab.workflows.serve import build_app, load_targets
+
+    over = {"training.max_steps": 6, "training.eval_every": 6, "training.eval_before": False}
+    run = tunelab.train(pref_config(tiny_llama, pref_data, tmp_path / "runs", **over)).run_dir
+    prompts = ["the movie was good", "this film felt awful"]
+    expected = tunelab.generate(run, prompts, max_new_tokens=4)
+    srv = ThreadServer(build_app(load_targets([f"dpo={run}"])))
+    try:
+        (entry,) = srv.get("/v1/models", key=None).json()["data"]
+        assert entry["task"] == "preference" and entry["endpoint"] == "/v1/chat/completions"
+        client = srv.client(key=None)
+        for prompt, want in zip(prompts, expected):
+            done = client.completions.create(model="dpo", prompt=prompt, max_tokens=4)
+            assert done.choices[0].text == want
+        refused = srv.post("/v1/classify", {"model": "dpo", "input": ["a"]}, key=None)
+        assert refused.status_code == 400 and "/v1/chat/completions" in refused.text
+    finally:
+        srv.close()
+
+
 @pytest.mark.parametrize("loss", ["ipo", "hinge", "simpo", "orpo"])
 def test_other_losses_train(loss, tiny_llama, pref_data, tmp_path):
     import tunelab

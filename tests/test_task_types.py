@@ -160,6 +160,78 @@ def test_multiple_choice_learns(trained):
     assert len(out) == 3 and all(len(o["probabilities"]) == 2 for o in out)
 
 
+HEAD_KINDS = ["regression", "multi_label", "token_classification"]
+SERVED_TEXTS = [
+    "the plot was wonderful",
+    "a boring dull plot",
+    "the  movie was very dull and  great",
+]
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_serve_answers_every_head_type_as_predict(trained, tiny_bert, tmp_path, method):
+    pytest.importorskip("uvicorn")
+    from helpers import ThreadServer
+    from tunelab.workflows.serve import build_app, load_targets
+
+    if method == "full":
+        runs = {k: trained[k].run_dir for k in HEAD_KINDS}
+    else:
+        steps = {"training.max_steps": 40, "training.eval_every": 40, "training.eval_before": False}
+        runs = {
+            k: tunelab.train(
+                kind_config(k, tiny_bert, tmp_path / k, method="lora", **steps)
+            ).run_dir
+            for k in HEAD_KINDS
+        }
+    srv = ThreadServer(build_app(load_targets([f"{k}={d}" for k, d in runs.items()])))
+    try:
+        models = {m["id"]: m for m in srv.get("/v1/models", key=None).json()["data"]}
+        for kind, run in runs.items():
+            assert models[kind]["task"] == kind and models[kind]["endpoint"] == "/v1/classify"
+            res = srv.post("/v1/classify", {"model": kind, "input": SERVED_TEXTS}, key=None)
+            assert res.status_code == 200, res.text
+            data = res.json()["data"]
+            expected = tunelab.predict(run, texts=SERVED_TEXTS)
+            assert [d["index"] for d in data] == [0, 1, 2]
+            for got, want in zip(data, expected):
+                if kind == "regression":
+                    assert got["score"] == pytest.approx(want["score"], abs=1e-4)
+                elif kind == "multi_label":
+                    assert got["labels"] == want["labels"]
+                    assert got["probabilities"] == pytest.approx(want["probabilities"], abs=2e-6)
+                else:
+                    assert got["tags"] == want["tags"] and got["entities"] == want["entities"]
+        if method == "full":  # the trained runs have learnt: the answers mean something
+            score = {d["index"]: d["score"] for d in data_of(srv, "regression")}
+            assert score[0] > 3.0 > 2.0 > score[1]
+            (third,) = [d for d in data_of(srv, "token_classification") if d["index"] == 2]
+            assert [(e["type"], e["text"]) for e in third["entities"]] == [
+                ("NEG", "very dull"),
+                ("POS", "great"),
+            ]
+        pair = srv.post(
+            "/v1/classify", {"model": "token_classification", "input": [["a", "b"]]}, key=None
+        )
+        assert pair.status_code == 400 and pair.json()["error"]["param"] == "input"
+    finally:
+        srv.close()
+
+
+def data_of(srv, model: str) -> list[dict]:
+    return srv.post("/v1/classify", {"model": model, "input": SERVED_TEXTS}, key=None).json()[
+        "data"
+    ]
+
+
+def test_serve_refuses_a_multiple_choice_run(trained):
+    from tunelab.workflows.serve import load_targets
+
+    with pytest.raises(ConfigError, match="multiple_choice run cannot be served") as e:
+        load_targets([str(trained["multiple_choice"].run_dir)])
+    assert "regression" in str(e.value) and "generation" in str(e.value)
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("method", METHODS)
 def test_every_encoder_method_trains_saves_and_reloads(tiny_bert, tmp_path, kind, method):

@@ -233,10 +233,22 @@ class TokenClassificationTask(Task):
             out = gather_object(out)
         result: list[list[str]] = [[] for _ in range(len(split))]
         for i, ids in out:
-            n = len(split.records[i]["tokens"]) if "tokens" in split.records[i] else None
-            n = n if n is not None else len(split.spans[i])
-            result[i] = [self.labels[k] for k in ids] + ["O"] * (n - len(ids))
+            result[i] = self.tags_of(ids, self._word_count(split, i))
         return result
+
+    def tags_of(self, ids: list[int], words: int) -> list[str]:
+        """The tags of a text's ``words`` from the tag ids of its kept words' first sub-words
+        (the words that max_length cut are `O`)."""
+        return [self.labels[k] for k in ids] + ["O"] * (words - len(ids))
+
+    def tags_from_tokens(self, best: list[int], split: Split, i: int) -> list[str]:
+        """The tags of example ``i`` of ``split`` from the best tag id of every token."""
+        return self.tags_of([best[j] for j in split.word_starts[i]], self._word_count(split, i))
+
+    @staticmethod
+    def _word_count(split: Split, i: int) -> int:
+        rec = split.records[i]
+        return len(rec["tokens"]) if "tokens" in rec else len(split.spans[i])
 
     def evaluate(
         self, model, split: Split, batch_size: int, accelerator
@@ -251,28 +263,28 @@ class TokenClassificationTask(Task):
     def predict_records(self, model, split: Split, batch_size: int, accelerator) -> list[dict]:
         """Each text with its words' tags and its entities (type, text, character span)."""
         pred = self.word_tags(model, split, batch_size, accelerator)
-        spans = getattr(split, "spans", None)
-        out = []
-        for i, (rec, tags) in enumerate(zip(split.records, pred)):
-            if spans is not None:
-                text, sp = rec["text"], spans[i]
-            else:  # words of a file: spans in the words joined by spaces
-                text = " ".join(rec["tokens"])
-                sp, pos = [], 0
-                for w in rec["tokens"]:
-                    sp.append((w, pos, pos + len(w)))
-                    pos += len(w) + 1
-            ents = [
-                {
-                    "type": kind,
-                    "text": text[sp[a][1] : sp[b][2]],
-                    "start": sp[a][1],
-                    "end": sp[b][2],
-                }
-                for kind, a, b in entities(tags)
-            ]
-            out.append({**rec, "tags": tags, "entities": ents})
-        return out
+        return [
+            {**rec, "tags": tags, "entities": self.entity_records(split, i, tags)}
+            for i, (rec, tags) in enumerate(zip(split.records, pred))
+        ]
+
+    @staticmethod
+    def entity_records(split: Split, i: int, tags: list[str]) -> list[dict[str, Any]]:
+        """The entities of example ``i`` (type, text and character span) given its tags: spans
+        in the raw text of a texts split, else in its words joined by spaces."""
+        rec, spans = split.records[i], getattr(split, "spans", None)
+        if spans is not None:
+            text, sp = rec["text"], spans[i]
+        else:
+            text = " ".join(rec["tokens"])
+            sp, pos = [], 0
+            for w in rec["tokens"]:
+                sp.append((w, pos, pos + len(w)))
+                pos += len(w) + 1
+        return [
+            {"type": kind, "text": text[sp[a][1] : sp[b][2]], "start": sp[a][1], "end": sp[b][2]}
+            for kind, a, b in entities(tags)
+        ]
 
 
 def _as_list(value: Any) -> list | None:

@@ -366,20 +366,36 @@ async def _classify(served: Served, gen: Generation, req: ClassifyRequest):
         split = member.task.texts_split(texts, pairs)
     loop = asyncio.get_running_loop()
     job = Job(member, member.batch_key(), loop, size=len(texts), features=split.features)
-    probs = await gen.result(gen.submit(job))
-    labels = member.task.labels
-    data = []
-    for i, p in enumerate(probs):
-        best = max(range(len(p)), key=p.__getitem__)
-        data.append(
-            {
-                "index": i,
-                "label": labels[best],
-                "probability": round(p[best], 6),
-                "probabilities": {name: round(q, 6) for name, q in zip(labels, p)},
-            }
-        )
+    outputs = await gen.result(gen.submit(job))
+    data = [{"index": i, **row} for i, row in enumerate(_head_rows(member.task, split, outputs))]
     tokens = sum(len(f["input_ids"]) for f in split.features)
     served.metrics.tokens(member.name, tokens, 0)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return {"object": "list", "model": member.name, "data": data, "usage": usage}
+
+
+def _head_rows(task, split, outputs: list[list[Any]]) -> list[dict[str, Any]]:
+    """One answer per input, by task type (the fields `tunelab predict` writes)."""
+    kind = task.kind
+    if kind == "regression":
+        return [{"score": task.label_name(out[0])} for out in outputs]
+    if kind == "token_classification":
+        rows = []
+        for i, best in enumerate(outputs):
+            tags = task.tags_from_tokens(best, split, i)
+            rows.append({"tags": tags, "entities": task.entity_records(split, i, tags)})
+        return rows
+    labels = task.labels
+    probabilities = [{n: round(q, 6) for n, q in zip(labels, p)} for p in outputs]
+    if kind == "multi_label":
+        return [
+            {"labels": [n for n, q in zip(labels, p) if q >= 0.5], "probabilities": probs}
+            for p, probs in zip(outputs, probabilities)
+        ]
+    rows = []
+    for p, probs in zip(outputs, probabilities):
+        best = max(range(len(p)), key=p.__getitem__)
+        rows.append(
+            {"label": labels[best], "probability": round(p[best], 6), "probabilities": probs}
+        )
+    return rows

@@ -20,6 +20,10 @@ from tunelab.errors import ConfigError
 from tunelab.methods import method_class, methods_where
 
 GENERATION, CLASSIFICATION = "generation", "classification"
+#: task types answered by ``/v1/classify`` (one forward pass through a task head)
+HEAD_TASKS = ("classification", "multi_label", "regression", "token_classification")
+#: task types answered by the completions endpoints (a preference run is a language model)
+LM_TASKS = ("generation", "preference")
 #: what PEFT calls the base model (no adapter) in ``adapter_names``
 BASE_ADAPTER = "__base__"
 
@@ -30,7 +34,7 @@ class Group:
 
     model: Any  # the unwrapped model (a PeftModel for an adapter group)
     accelerator: Any
-    kind: str  # generation | classification
+    kind: str  # generation | classification (any task head: see HEAD_TASKS)
     seq2seq: bool = False
     peft: bool = False  # holds named PEFT adapters (set_adapter / adapter_names)
     context: int = 2048  # the model's context window, in tokens
@@ -70,12 +74,13 @@ class Member:
     def describe(self) -> dict[str, Any]:
         """The extra fields of this model's ``/v1/models`` entry."""
         return {
-            "task": self.kind,
+            "task": self.task.kind,
             "run": str(self.run_dir) if self.run_dir else None,
             "method": self.method,
             "adapter": self.adapter is not None,
             "base_model": self.base_model,
             "labels": list(self.task.labels) if self.kind == CLASSIFICATION else None,
+            "endpoint": "/v1/classify" if self.kind == CLASSIFICATION else "/v1/chat/completions",
         }
 
 
@@ -110,12 +115,18 @@ def context_window(model, tokenizer) -> int:
 
 
 def _kind(task) -> str:
-    if task.kind not in (GENERATION, CLASSIFICATION):
-        raise ConfigError(
-            f"serve: a {task.kind} run cannot be served; serve its tasks' runs (classification "
-            "or generation) instead"
-        )
-    return task.kind
+    """The endpoint family of a run's task: GENERATION or CLASSIFICATION."""
+    if task.kind in LM_TASKS:
+        return GENERATION
+    if task.kind in HEAD_TASKS:
+        return CLASSIFICATION
+    hint = (
+        "serve the runs of its tasks" if task.kind == "mixture" else "score it with `tunelab eval`"
+    )
+    raise ConfigError(
+        f"serve: a {task.kind} run cannot be served ({hint}); serve runs of "
+        f"{', '.join(LM_TASKS + HEAD_TASKS)}"
+    )
 
 
 def _unwrapped(model, accelerator):
@@ -129,7 +140,7 @@ def _group_key(run) -> str:
     info, task = run.info, run.task
     peft_type = str(PeftConfig.from_pretrained(str(run.run_dir / rundir.MODEL)).peft_type)
     shared = {"type": task.kind, "seq2seq": bool(info["task"].get("seq2seq"))}
-    if task.kind == CLASSIFICATION:  # one head shape: the same labels and columns
+    if task.kind in HEAD_TASKS:  # one head shape: the same labels and columns
         shared = info["task"]
     return json.dumps([info["model"]["path"], peft_type, shared], sort_keys=True, default=str)
 
