@@ -120,9 +120,7 @@ def _kind(task) -> str:
         return GENERATION
     if task.kind in HEAD_TASKS:
         return CLASSIFICATION
-    hint = (
-        "serve the runs of its tasks" if task.kind == "mixture" else "score it with `tunelab eval`"
-    )
+    hint = "serve the runs of its tasks" if task.kind == "mixture" else "use `tunelab predict`"
     raise ConfigError(
         f"serve: a {task.kind} run cannot be served ({hint}); serve runs of "
         f"{', '.join(LM_TASKS + HEAD_TASKS)}"
