@@ -470,28 +470,45 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(slow_llama):
             proc.kill()
 
 
-def test_a_request_cut_by_the_drain_timeout_gets_503_not_500(slow_llama):
+def test_a_request_cut_by_the_drain_timeout_gets_503_and_a_stream_an_error_event(slow_llama):
     args = [f"slow={slow_llama}", "--drain-timeout", "0.05", "--max-tokens", "2000"]
     proc, url = _start_cli(args)
     try:
-        result = {}
+        result, streamed = {}, threading.Event()
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
 
         def ask():
             body = {"model": "slow", "prompt": "a", "max_tokens": 2000}
             result["r"] = httpx.post(url + "/v1/completions", json=body, timeout=120)
 
-        asker = threading.Thread(target=ask)
-        asker.start()
-        end = time.monotonic() + 30
-        while httpx.get(url + "/health").json()["in_flight"] == 0:
-            assert time.monotonic() < end
+        def stream():
+            chunks = client.chat.completions.create(
+                model="slow",
+                messages=[{"role": "user", "content": "b"}],
+                max_tokens=2000,
+                stream=True,
+            )
+            try:
+                for _ in chunks:
+                    streamed.set()
+            except openai.APIError as e:
+                result["stream"] = e
+
+        threads = [threading.Thread(target=ask), threading.Thread(target=stream)]
+        for t in threads:
+            t.start()
+        assert streamed.wait(60)
+        while httpx.get(url + "/health").json()["in_flight"] < 2:
+            assert threads[0].is_alive()
             time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
-        asker.join(120)
+        for t in threads:
+            t.join(120)
         r = result["r"]
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "server_shutting_down"
         assert "--drain-timeout" in r.json()["error"]["message"]
+        assert "--drain-timeout" in str(result["stream"])  # not a silently short answer
         assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:

@@ -136,11 +136,13 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        start, status, started = time.perf_counter(), [500], [False]
+        start, status, started, stream = time.perf_counter(), [500], [False], [False]
 
         async def tracked(message):
             if message["type"] == "http.response.start":
                 status[0], started[0] = message["status"], True
+                kind = dict(message.get("headers") or []).get(b"content-type", b"")
+                stream[0] = kind.startswith(b"text/event-stream")
             await send(message)
 
         try:
@@ -148,14 +150,15 @@ class Guard:
         except asyncio.CancelledError:
             # uvicorn cancels what is still running when --drain-timeout runs out, and answers
             # a request that has no response yet with a bare 500: say what happened instead.
-            # A response already under way (a stream) can only be closed.
-            if started[0]:
+            # A stream under way ends with an error event (OpenAI's clients raise it).
+            body = error_body(SHUT_DOWN, type="server_error", code="server_shutting_down")
+            if not started[0]:
+                await _reply(tracked, 503, body)
+            elif stream[0]:
+                event = f"data: {json.dumps(body)}\n\n".encode()
+                await send({"type": "http.response.body", "body": event, "more_body": False})
+            else:
                 raise
-            await _reply(
-                tracked,
-                503,
-                error_body(SHUT_DOWN, type="server_error", code="server_shutting_down"),
-            )
         finally:
             name = path if path in KNOWN_PATHS else "other"
             self.metrics.observe_request(name, status[0], time.perf_counter() - start)
