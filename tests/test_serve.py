@@ -515,6 +515,53 @@ def test_a_request_cut_by_the_drain_timeout_gets_503_and_a_stream_an_error_event
             proc.kill()
 
 
+@pytest.mark.parametrize("cut", ["before_answer", "mid_stream", "after_last_byte"])
+def test_the_guard_answers_a_request_uvicorn_cancels(cut):
+    import asyncio
+    import json
+
+    from tunelab.workflows.serve.metrics import Metrics
+    from tunelab.workflows.serve.protocol import Guard
+
+    async def app(scope, receive, send):
+        if cut != "before_answer":
+            kind = [(b"content-type", b"text/event-stream")]
+            await send({"type": "http.response.start", "status": 200, "headers": kind})
+            last = cut == "after_last_byte"
+            await send(
+                {"type": "http.response.body", "body": b"data: {}\n\n", "more_body": not last}
+            )
+        raise asyncio.CancelledError  # what uvicorn does when --drain-timeout runs out
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    metrics = Metrics(lambda: 0, lambda: 0)
+    guard = Guard(app, None, metrics, 1 << 20, batcher=None)
+    scope = {"type": "http", "path": "/health", "method": "GET", "headers": []}
+    asyncio.run(guard(scope, None, send))
+
+    def counted(status: str):
+        labels = {"path": "/health", "status": status}
+        return metrics.registry.get_sample_value("tunelab_requests_total", labels)
+
+    if cut == "after_last_byte":  # nothing was lost: nothing is added
+        assert len(sent) == 2 and counted("200") == 1.0
+        return
+    assert counted("503") == 1.0 and counted("200") is None
+    last = sent[-1]
+    assert last["type"] == "http.response.body" and not last.get("more_body")
+    if cut == "before_answer":
+        assert sent[0]["status"] == 503
+        error = json.loads(last["body"])["error"]
+    else:
+        assert last["body"].startswith(b"data: ")
+        error = json.loads(last["body"][len(b"data: ") :])["error"]
+    assert error["code"] == "server_shutting_down" and error["type"] == "server_error"
+
+
 def test_cli_refuses_a_bad_target_and_flag(runs, tmp_path, capsys):
     from tunelab.cli import main
 

@@ -165,6 +165,8 @@ SERVED_TEXTS = [
     "the plot was wonderful",
     "a boring dull plot",
     "the  movie was very dull and  great",
+    "the movie \u200b was very dull",  # a word the tokenizer drops: it has no sub-word
+    "the plot was great " * 12 + "but very dull",  # longer than max_length (32 tokens)
 ]
 
 
@@ -193,7 +195,7 @@ def test_serve_answers_every_head_type_as_predict(trained, tiny_bert, tmp_path, 
             assert res.status_code == 200, res.text
             data = res.json()["data"]
             expected = tunelab.predict(run, texts=SERVED_TEXTS)
-            assert [d["index"] for d in data] == [0, 1, 2]
+            assert [d["index"] for d in data] == list(range(len(SERVED_TEXTS)))
             for got, want in zip(data, expected):
                 if kind == "regression":
                     assert got["score"] == pytest.approx(want["score"], abs=1e-4)
@@ -204,12 +206,19 @@ def test_serve_answers_every_head_type_as_predict(trained, tiny_bert, tmp_path, 
                     assert got["tags"] == want["tags"] and got["entities"] == want["entities"]
         if method == "full":  # the trained runs have learnt: the answers mean something
             score = {d["index"]: d["score"] for d in data_of(srv, "regression")}
-            assert score[0] > 3.0 > 2.0 > score[1]
-            (third,) = [d for d in data_of(srv, "token_classification") if d["index"] == 2]
-            assert [(e["type"], e["text"]) for e in third["entities"]] == [
+            assert score[0] > 3.0 and score[1] < 2.0
+            tagged = data_of(srv, "token_classification")
+            assert [(e["type"], e["text"]) for e in tagged[2]["entities"]] == [
                 ("NEG", "very dull"),
                 ("POS", "great"),
             ]
+            # the dropped word is `O`, and the words after it keep their own tags
+            assert tagged[3]["tags"] == ["O", "O", "O", "O", "B-NEG", "I-NEG"]
+            assert tagged[3]["entities"] == [
+                {"type": "NEG", "text": "very dull", "start": 16, "end": 25}
+            ]
+            words = SERVED_TEXTS[4].split()
+            assert len(tagged[4]["tags"]) == len(words) and tagged[4]["tags"][-3:] == ["O"] * 3
         pair = srv.post(
             "/v1/classify", {"model": "token_classification", "input": [["a", "b"]]}, key=None
         )

@@ -170,12 +170,13 @@ class TokenClassificationTask(Task):
             words, is_split_into_words=True, truncation=True, max_length=self.max_length
         )
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        features, starts = [], []
+        features, starts, owners = [], [], []
         for i in range(len(words)):
             f = {k: enc[k][i] for k in keys}
             ids = enc.word_ids(i)
             first = [j for j, w in enumerate(ids) if w is not None and (j == 0 or ids[j - 1] != w)]
             starts.append(first)
+            owners.append([ids[j] for j in first])
             heads = set(first)
             if tags is not None:
                 y = [self.label2id[t] for t in tags[i]]
@@ -187,7 +188,8 @@ class TokenClassificationTask(Task):
                 f["labels"] = [IGNORE] * len(ids)
             features.append(f)
         split = Split(name, features, records, list(skipped))
-        split.word_starts = starts  # first sub-word of each (kept) word
+        split.word_starts = starts  # first sub-word of each word that kept a sub-word
+        split.word_owners = owners  # ... and that word's index (a word can have no sub-word)
         return split
 
     def texts_split(self, texts: list[str], pairs: list[str] | None = None) -> Split:
@@ -233,17 +235,22 @@ class TokenClassificationTask(Task):
             out = gather_object(out)
         result: list[list[str]] = [[] for _ in range(len(split))]
         for i, ids in out:
-            result[i] = self.tags_of(ids, self._word_count(split, i))
+            result[i] = self.tags_of(ids, split.word_owners[i], self._word_count(split, i))
         return result
 
-    def tags_of(self, ids: list[int], words: int) -> list[str]:
-        """The tags of a text's ``words`` from the tag ids of its kept words' first sub-words
-        (the words that max_length cut are `O`)."""
-        return [self.labels[k] for k in ids] + ["O"] * (words - len(ids))
+    def tags_of(self, ids: list[int], owners: list[int], words: int) -> list[str]:
+        """The tags of a text's ``words`` from the tag ids of the first sub-words of the words
+        ``owners`` names; a word without a sub-word (cut by max_length, or one the tokenizer
+        drops, such as a zero-width space) is `O`."""
+        tags = ["O"] * words
+        for k, w in zip(ids, owners):
+            tags[w] = self.labels[k]
+        return tags
 
     def tags_from_tokens(self, best: list[int], split: Split, i: int) -> list[str]:
         """The tags of example ``i`` of ``split`` from the best tag id of every token."""
-        return self.tags_of([best[j] for j in split.word_starts[i]], self._word_count(split, i))
+        ids = [best[j] for j in split.word_starts[i]]
+        return self.tags_of(ids, split.word_owners[i], self._word_count(split, i))
 
     @staticmethod
     def _word_count(split: Split, i: int) -> int:

@@ -45,7 +45,7 @@ class Served:
             )
         if m.kind != kind:
             use = "/v1/classify" if m.kind == CLASSIFICATION else "/v1/chat/completions"
-            raise ApiError(400, f"model: {name!r} is a {m.kind} model; use {use}", "model")
+            raise ApiError(400, f"model: {name!r} is a {m.task.kind} model; use {use}", "model")
         return m
 
 
@@ -348,7 +348,8 @@ def _check_inputs(member: Member, texts: list[str], pairs: list[str] | None, mos
         raise ApiError(
             400, f"input: {len(texts)} texts is over this server's limit of {most}", "input"
         )
-    paired = bool(getattr(member.task, "text_pair_column", None))
+    task = member.task  # a pair classifier reads a pair column, or fills a pair template
+    paired = bool(getattr(task, "text_pair_column", None) or getattr(task, "pair_template", None))
     if paired and pairs is None:
         raise ApiError(400, "input: this model classifies text pairs: give [text, pair]s", "input")
     if pairs is not None and not paired:

@@ -136,13 +136,17 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        start, status, started, stream = time.perf_counter(), [500], [False], [False]
+        start, status = time.perf_counter(), [500]
+        started, stream, complete = False, False, False
 
         async def tracked(message):
+            nonlocal started, stream, complete
             if message["type"] == "http.response.start":
-                status[0], started[0] = message["status"], True
+                status[0], started = message["status"], True
                 kind = dict(message.get("headers") or []).get(b"content-type", b"")
-                stream[0] = kind.startswith(b"text/event-stream")
+                stream = kind.startswith(b"text/event-stream")
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
             await send(message)
 
         try:
@@ -151,14 +155,17 @@ class Guard:
             # uvicorn cancels what is still running when --drain-timeout runs out, and answers
             # a request that has no response yet with a bare 500: say what happened instead.
             # A stream under way ends with an error event (OpenAI's clients raise it).
+            if complete:  # cut after its last byte: nothing was lost
+                return
             body = error_body(SHUT_DOWN, type="server_error", code="server_shutting_down")
-            if not started[0]:
+            if not started:
                 await _reply(tracked, 503, body)
-            elif stream[0]:
-                event = f"data: {json.dumps(body)}\n\n".encode()
-                await send({"type": "http.response.body", "body": event, "more_body": False})
-            else:
+                return
+            status[0] = 503  # /metrics counts a cut response as the failure it is
+            if not stream:
                 raise
+            event = f"data: {json.dumps(body)}\n\n".encode()
+            await send({"type": "http.response.body", "body": event, "more_body": False})
         finally:
             name = path if path in KNOWN_PATHS else "other"
             self.metrics.observe_request(name, status[0], time.perf_counter() - start)
