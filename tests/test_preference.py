@@ -211,17 +211,31 @@ def test_a_preference_run_is_served_as_the_language_model_it_trained(
     from tunelab.workflows.serve import build_app, load_targets
 
     over = {"training.max_steps": 6, "training.eval_every": 6, "training.eval_before": False}
-    run = tunelab.train(pref_config(tiny_llama, pref_data, tmp_path / "runs", **over)).run_dir
+    dpo = tunelab.train(pref_config(tiny_llama, pref_data, tmp_path / "runs", **over)).run_dir
+    gen = {
+        "train": write_jsonl(tmp_path / "gen" / "train.jsonl", gen_rows(48, 3)),
+        "validation": write_jsonl(tmp_path / "gen" / "val.jsonl", gen_rows(8, 4)),
+    }
+    task = {"task.type": "generation", "task.format": "prompt_completion"}
+    sft_cfg = tiny_config(tiny_llama, gen, tmp_path / "sft", method="lora", **over, **task)
+    sft = tunelab.train(sft_cfg).run_dir
     prompts = ["the movie was good", "this film felt awful"]
-    expected = tunelab.generate(run, prompts, max_new_tokens=4)
-    srv = ThreadServer(build_app(load_targets([f"dpo={run}"])))
+    expected = {
+        n: tunelab.generate(d, prompts, max_new_tokens=4) for n, d in (("dpo", dpo), ("sft", sft))
+    }
+    members = load_targets([f"dpo={dpo}", f"sft={sft}"])
+    # an SFT and a DPO adapter of one base are one model in memory, picked per request
+    assert members["dpo"].group is members["sft"].group and members["dpo"].adapter == "dpo"
+    srv = ThreadServer(build_app(members))
     try:
-        (entry,) = srv.get("/v1/models", key=None).json()["data"]
-        assert entry["task"] == "preference" and entry["endpoint"] == "/v1/chat/completions"
+        entries = {m["id"]: m for m in srv.get("/v1/models", key=None).json()["data"]}
+        assert entries["dpo"]["task"] == "preference" and entries["sft"]["task"] == "generation"
+        assert entries["dpo"]["endpoint"] == "/v1/chat/completions"
         client = srv.client(key=None)
-        for prompt, want in zip(prompts, expected):
-            done = client.completions.create(model="dpo", prompt=prompt, max_tokens=4)
-            assert done.choices[0].text == want
+        for name, want in expected.items():
+            for prompt, text in zip(prompts, want):
+                done = client.completions.create(model=name, prompt=prompt, max_tokens=4)
+                assert done.choices[0].text == text
         refused = srv.post("/v1/classify", {"model": "dpo", "input": ["a"]}, key=None)
         assert refused.status_code == 400 and "/v1/chat/completions" in refused.text
     finally:

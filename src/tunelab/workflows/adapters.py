@@ -95,6 +95,10 @@ def _check_runs(
 
 
 def _task_kind(meta: dict[str, Any]) -> tuple:
+    """What adapters must share to sit on one base: a preference run's adapter is a language
+    model's, like a generation run's (so an SFT and a DPO adapter load side by side)."""
+    if meta.get("type") == "preference":
+        return ("generation", bool(meta.get("seq2seq", False)))
     if meta.get("type") == "mixture":
         kinds = {t["type"] for t in meta["tasks"].values()}
         seq2seq = {t.get("seq2seq", False) for t in meta["tasks"].values()}

@@ -137,7 +137,8 @@ def _group_key(run) -> str:
 
     info, task = run.info, run.task
     peft_type = str(PeftConfig.from_pretrained(str(run.run_dir / rundir.MODEL)).peft_type)
-    shared = {"type": task.kind, "seq2seq": bool(info["task"].get("seq2seq"))}
+    # generation and preference runs are both language models: their adapters share a base
+    shared = {"type": _kind(task), "seq2seq": bool(info["task"].get("seq2seq"))}
     if task.kind in HEAD_TASKS:  # one head shape: the same labels and columns
         shared = info["task"]
     return json.dumps([info["model"]["path"], peft_type, shared], sort_keys=True, default=str)
