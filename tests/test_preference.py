@@ -240,6 +240,13 @@ def test_a_preference_run_is_served_as_the_language_model_it_trained(
         assert refused.status_code == 400 and "/v1/chat/completions" in refused.text
     finally:
         srv.close()
+    # the two adapters also combine: all the weight on one gives that run's own answers
+    for name, other in (("sft", "dpo"), ("dpo", "sft")):
+        runs = {"sft": sft, "dpo": dpo}
+        mix = tunelab.combine_adapters(
+            runs, weights={name: 1.0, other: 0.0}, output=tmp_path / f"only-{name}"
+        )
+        assert tunelab.generate(mix, prompts, max_new_tokens=4) == expected[name]
 
 
 @pytest.mark.parametrize("loss", ["ipo", "hinge", "simpo", "orpo"])
