@@ -350,16 +350,17 @@ def test_bad_input_gets_a_4xx_naming_the_field(server, path, body, status, param
 def test_classify_takes_pairs_for_a_pair_template_run():
     from types import SimpleNamespace
 
+    from tunelab.tasks.classification import ClassificationTask
     from tunelab.workflows.serve.app import _check_inputs
     from tunelab.workflows.serve.protocol import ApiError
 
     # WiC's recipe fills its second text from a template, not a column
-    member = SimpleNamespace(task=SimpleNamespace(text_pair_column=None, pair_template="{{ s2 }}"))
+    member = SimpleNamespace(task=ClassificationTask(["no", "yes"], pair_template="{{ s2 }}"))
     _check_inputs(member, ["a bank of the river"], ["the bank lent money"], 8)
     with pytest.raises(ApiError, match="text pairs") as e:
         _check_inputs(member, ["a bank of the river"], None, 8)
     assert e.value.status == 400 and e.value.param == "input"
-    single = SimpleNamespace(task=SimpleNamespace(text_pair_column=None, pair_template=None))
+    single = SimpleNamespace(task=ClassificationTask(["no", "yes"]))
     with pytest.raises(ApiError, match="single texts"):
         _check_inputs(single, ["a"], ["b"], 8)
 

@@ -53,6 +53,11 @@ class ClassificationTask(Task):
         if tokenizer is not None:
             self.pad_id = tokenizer.pad_token_id
 
+    @property
+    def paired(self) -> bool:
+        """Whether each input is a text pair (a pair column, or a template of the second text)."""
+        return bool(self.text_pair_column or self.pair_template)
+
     def check_labels(self, labels: list[str]) -> None:
         if len(labels) < 2:
             raise DataError(f"classification needs at least 2 labels, found {labels}")
@@ -165,7 +170,7 @@ class ClassificationTask(Task):
         )
         problems = RowProblems(table.source, on_error)
         texts, pairs, labels, records = [], [], [], []
-        pair_wanted = bool(self.text_pair_column or self.pair_template)
+        pair_wanted = self.paired
         for row, rid in zip(table.rows, table.row_ids):
             text, why = self.row_text(row, self.text_template, self.text_column)
             pair = None
@@ -243,10 +248,9 @@ class ClassificationTask(Task):
         """Unlabelled texts (and second texts) as a split; records show what was given."""
         if any(not isinstance(t, str) or not t.strip() for t in texts):
             raise DataError("every --text must be non-empty")
-        paired = bool(self.text_pair_column or self.pair_template)
-        if paired and (not pairs or len(pairs) != len(texts)):
+        if self.paired and (not pairs or len(pairs) != len(texts)):
             raise DataError("this model classifies text pairs: give one --text-pair per --text")
-        if pairs and not paired:
+        if pairs and not self.paired:
             raise DataError("this model classifies single texts; --text-pair is not used")
         feats = self.encode(texts, pairs)
         for f in feats:
@@ -283,21 +287,33 @@ class ClassificationTask(Task):
             logits = logits[:, self.logit_slice[0] : self.logit_slice[1]]
         return logits
 
+    @staticmethod
+    def head_output(logits):
+        """What the head's logits become for a reader: class probabilities (the one place a
+        task says so; ``tunelab serve`` applies it too)."""
+        return logits.softmax(-1)
+
     def predict_proba(self, model, split: Split, batch_size: int, accelerator) -> list[list[float]]:
         """Class probabilities for every example of ``split``, in order, on every process."""
-        return self.scores(model, split, batch_size, accelerator, lambda t: t.softmax(-1))
+        return self.head_outputs(model, split, batch_size, accelerator)
 
-    def predict_records(self, model, split: Split, batch_size: int, accelerator) -> list[dict]:
-        """Each record of ``split`` with its predicted label and the class probabilities."""
+    def answers(self, split: Split, outputs: list[list[float]]) -> list[dict[str, Any]]:
+        """The prediction fields of each example from its :meth:`head_output`: what
+        ``tunelab predict`` adds to a record and ``/v1/classify`` answers."""
         out = []
-        for rec, p in zip(split.records, self.predict_proba(model, split, batch_size, accelerator)):
+        for p in outputs:
             best = max(range(len(p)), key=p.__getitem__)
             probs = {n: round(q, 6) for n, q in zip(self.labels, p)}
-            out.append({**rec, "label": self.labels[best], "probabilities": probs})
+            out.append({"label": self.labels[best], "probabilities": probs})
         return out
 
-    def scores(self, model, split: Split, batch_size: int, accelerator, transform):
-        """``transform(logits)`` of every example of ``split``, in order, on every process."""
+    def predict_records(self, model, split: Split, batch_size: int, accelerator) -> list[dict]:
+        """Each record of ``split`` with this task's prediction fields (:meth:`answers`)."""
+        outputs = self.head_outputs(model, split, batch_size, accelerator)
+        return [{**rec, **a} for rec, a in zip(split.records, self.answers(split, outputs))]
+
+    def head_outputs(self, model, split: Split, batch_size: int, accelerator) -> list[list[float]]:
+        """:meth:`head_output` of every example of ``split``, in order, on every process."""
         import torch
         from accelerate.utils import gather_object
 
@@ -314,7 +330,7 @@ class ClassificationTask(Task):
                     k: v.to(accelerator.device) if hasattr(v, "to") else v for k, v in batch.items()
                 }
                 with accelerator.autocast():
-                    probs = transform(self._logits(model, batch)).cpu().tolist()
+                    probs = self.head_output(self._logits(model, batch)).cpu().tolist()
                 out.extend(zip(idx, probs))
         if accelerator.num_processes > 1:
             out = gather_object(out)

@@ -65,19 +65,18 @@ class MultiLabelTask(ClassificationTask):
         logits = self._logits(model, batch)
         return F.binary_cross_entropy_with_logits(logits, batch["labels"].float())
 
-    def predict_proba(self, model, split: Split, batch_size: int, accelerator) -> list[list[float]]:
+    @staticmethod
+    def head_output(logits):
         """Each label's own probability (a sigmoid, not a softmax over labels)."""
-        return self.scores(model, split, batch_size, accelerator, lambda t: t.sigmoid())
+        return logits.sigmoid()
 
-    def predict_records(self, model, split: Split, batch_size: int, accelerator) -> list[dict]:
-        probs = self.predict_proba(model, split, batch_size, accelerator)
+    def answers(self, split: Split, outputs: list[list[float]]) -> list[dict[str, Any]]:
         return [
             {
-                **rec,
                 "labels": [n for n, q in zip(self.labels, p) if q >= 0.5],
                 "probabilities": {n: round(q, 6) for n, q in zip(self.labels, p)},
             }
-            for rec, p in zip(split.records, probs)
+            for p in outputs
         ]
 
     def example_losses(self, model, split: Split, batch_size: int, accelerator) -> list[float]:

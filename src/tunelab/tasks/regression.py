@@ -61,17 +61,18 @@ class RegressionTask(ClassificationTask):
     def raw_outputs(self, model, split: Split, batch_size: int, accelerator) -> list[float]:
         return [row[0] for row in self.head_outputs(model, split, batch_size, accelerator)]
 
-    def head_outputs(self, model, split, batch_size, accelerator) -> list[list[float]]:
-        return self.scores(model, split, batch_size, accelerator, lambda logits: logits)
+    @staticmethod
+    def head_output(logits):
+        """The score, as trained (``label / label_scale``; :meth:`answers` scales it back)."""
+        return logits
+
+    def answers(self, split: Split, outputs: list[list[float]]) -> list[dict[str, Any]]:
+        return [{"score": self.label_name(row[0])} for row in outputs]
 
     def predict_texts(self, model, texts, pairs=None, batch_size=64, accelerator=None):
         """Predicted scores of texts, one per text (as a one-element list)."""
         split = self.texts_split(texts, pairs)
         return [[s] for s in self.predict_scores(model, split, batch_size, accelerator)]
-
-    def predict_records(self, model, split: Split, batch_size: int, accelerator) -> list[dict]:
-        scores = self.predict_scores(model, split, batch_size, accelerator)
-        return [{**rec, "score": s} for rec, s in zip(split.records, scores)]
 
     def example_losses(self, model, split: Split, batch_size: int, accelerator) -> list[float]:
         outs = self.raw_outputs(model, split, batch_size, accelerator)

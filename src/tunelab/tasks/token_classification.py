@@ -40,6 +40,7 @@ def word_spans(text: str) -> list[tuple[str, int, int]]:
 class TokenClassificationTask(Task):
     kind = "token_classification"
     auto_class = "AutoModelForTokenClassification"
+    paired = False  # tags single texts
 
     def __init__(
         self,
@@ -170,13 +171,12 @@ class TokenClassificationTask(Task):
             words, is_split_into_words=True, truncation=True, max_length=self.max_length
         )
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        features, starts, owners = [], [], []
+        features, starts = [], []
         for i in range(len(words)):
             f = {k: enc[k][i] for k in keys}
             ids = enc.word_ids(i)
             first = [j for j, w in enumerate(ids) if w is not None and (j == 0 or ids[j - 1] != w)]
-            starts.append(first)
-            owners.append([ids[j] for j in first])
+            starts.append([(j, ids[j]) for j in first])
             heads = set(first)
             if tags is not None:
                 y = [self.label2id[t] for t in tags[i]]
@@ -188,8 +188,9 @@ class TokenClassificationTask(Task):
                 f["labels"] = [IGNORE] * len(ids)
             features.append(f)
         split = Split(name, features, records, list(skipped))
-        split.word_starts = starts  # first sub-word of each word that kept a sub-word
-        split.word_owners = owners  # ... and that word's index (a word can have no sub-word)
+        # (position of its first sub-word, word index) of each word that kept a sub-word: a
+        # word can have none (cut by max_length, or dropped, as a zero-width space is)
+        split.word_starts = starts
         return split
 
     def texts_split(self, texts: list[str], pairs: list[str] | None = None) -> Split:
@@ -213,8 +214,13 @@ class TokenClassificationTask(Task):
             logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=IGNORE
         )
 
-    def word_tags(self, model, split: Split, batch_size: int, accelerator) -> list[list[str]]:
-        """Predicted tag of every word of every example (`O` for words cut by max_length)."""
+    @staticmethod
+    def head_output(logits):
+        """The best tag id of every token (``tunelab serve`` applies it too)."""
+        return logits.argmax(-1)
+
+    def head_outputs(self, model, split: Split, batch_size: int, accelerator) -> list[list[int]]:
+        """:meth:`head_output` of every example of ``split``, in order, on every process."""
         import torch
         from accelerate.utils import gather_object
 
@@ -229,28 +235,27 @@ class TokenClassificationTask(Task):
                 batch = self.collate([split.features[i] for i in idx])
                 batch = {k: v.to(accelerator.device) for k, v in model_inputs(batch).items()}
                 with accelerator.autocast():
-                    best = model(**batch).logits.argmax(-1).cpu().tolist()
-                out.extend((i, [b[j] for j in split.word_starts[i]]) for i, b in zip(idx, best))
+                    best = self.head_output(model(**batch).logits).cpu().tolist()
+                out.extend(zip(idx, best))
         if accelerator.num_processes > 1:
             out = gather_object(out)
-        result: list[list[str]] = [[] for _ in range(len(split))]
-        for i, ids in out:
-            result[i] = self.tags_of(ids, split.word_owners[i], self._word_count(split, i))
+        result: list[list[int]] = [[] for _ in range(len(split))]
+        for i, best in out:
+            result[i] = best
         return result
 
-    def tags_of(self, ids: list[int], owners: list[int], words: int) -> list[str]:
-        """The tags of a text's ``words`` from the tag ids of the first sub-words of the words
-        ``owners`` names; a word without a sub-word (cut by max_length, or one the tokenizer
-        drops, such as a zero-width space) is `O`."""
-        tags = ["O"] * words
-        for k, w in zip(ids, owners):
-            tags[w] = self.labels[k]
-        return tags
+    def word_tags(self, model, split: Split, batch_size: int, accelerator) -> list[list[str]]:
+        """Predicted tag of every word of every example."""
+        outputs = self.head_outputs(model, split, batch_size, accelerator)
+        return [self.tags_from_tokens(best, split, i) for i, best in enumerate(outputs)]
 
     def tags_from_tokens(self, best: list[int], split: Split, i: int) -> list[str]:
-        """The tags of example ``i`` of ``split`` from the best tag id of every token."""
-        ids = [best[j] for j in split.word_starts[i]]
-        return self.tags_of(ids, split.word_owners[i], self._word_count(split, i))
+        """The tags of example ``i``'s words from the best tag id of every token: each word's
+        first sub-word carries it, and a word without a sub-word is `O`."""
+        tags = ["O"] * self._word_count(split, i)
+        for j, w in split.word_starts[i]:
+            tags[w] = self.labels[best[j]]
+        return tags
 
     @staticmethod
     def _word_count(split: Split, i: int) -> int:
@@ -267,13 +272,18 @@ class TokenClassificationTask(Task):
         rows = [{**r, "prediction": p} for r, p in zip(split.records, pred)]
         return token_metrics(gold, pred, self.bilou), rows
 
+    def answers(self, split: Split, outputs: list[list[int]]) -> list[dict[str, Any]]:
+        """Each example's word tags and entities (type, text, character span), from
+        :meth:`head_output`: what ``tunelab predict`` adds to a record and serve answers."""
+        out = []
+        for i, best in enumerate(outputs):
+            tags = self.tags_from_tokens(best, split, i)
+            out.append({"tags": tags, "entities": self.entity_records(split, i, tags)})
+        return out
+
     def predict_records(self, model, split: Split, batch_size: int, accelerator) -> list[dict]:
-        """Each text with its words' tags and its entities (type, text, character span)."""
-        pred = self.word_tags(model, split, batch_size, accelerator)
-        return [
-            {**rec, "tags": tags, "entities": self.entity_records(split, i, tags)}
-            for i, (rec, tags) in enumerate(zip(split.records, pred))
-        ]
+        outputs = self.head_outputs(model, split, batch_size, accelerator)
+        return [{**rec, **a} for rec, a in zip(split.records, self.answers(split, outputs))]
 
     @staticmethod
     def entity_records(split: Split, i: int, tags: list[str]) -> list[dict[str, Any]]:

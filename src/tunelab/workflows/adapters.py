@@ -77,10 +77,10 @@ def _check_runs(
                 f"{d} adapts {info['model']['name']}, {first_dir} adapts "
                 f"{info0['model']['name']}: adapters must share one base model"
             )
-        if _task_kind(info["task"]) != _task_kind(info0["task"]):
+        if adapter_kind(info["task"]) != adapter_kind(info0["task"]):
             raise ConfigError(
                 f"{d} and {first_dir} are different kinds of task "
-                f"({_task_kind(info['task'])} vs {_task_kind(info0['task'])})"
+                f"({adapter_kind(info['task'])} vs {adapter_kind(info0['task'])})"
             )
         generative = info["task"].get("type") in ("generation", "mixture", "preference") and (
             info["task"].get("type") != "mixture"
@@ -94,9 +94,10 @@ def _check_runs(
     return opened
 
 
-def _task_kind(meta: dict[str, Any]) -> tuple:
-    """What adapters must share to sit on one base: a preference run's adapter is a language
-    model's, like a generation run's (so an SFT and a DPO adapter load side by side)."""
+def adapter_kind(meta: dict[str, Any]) -> tuple:
+    """What adapters must share to sit on one base, from a run's task metadata: a preference
+    run's adapter is a language model's, like a generation run's (so an SFT and a DPO adapter
+    load side by side)."""
     if meta.get("type") == "preference":
         return ("generation", bool(meta.get("seq2seq", False)))
     if meta.get("type") == "mixture":

@@ -44,8 +44,9 @@ class Served:
                 code="model_not_found",
             )
         if m.kind != kind:
-            use = "/v1/classify" if m.kind == CLASSIFICATION else "/v1/chat/completions"
-            raise ApiError(400, f"model: {name!r} is a {m.task.kind} model; use {use}", "model")
+            raise ApiError(
+                400, f"model: {name!r} is a {m.task.kind} model; use {m.endpoint}", "model"
+            )
         return m
 
 
@@ -348,8 +349,7 @@ def _check_inputs(member: Member, texts: list[str], pairs: list[str] | None, mos
         raise ApiError(
             400, f"input: {len(texts)} texts is over this server's limit of {most}", "input"
         )
-    task = member.task  # a pair classifier reads a pair column, or fills a pair template
-    paired = bool(getattr(task, "text_pair_column", None) or getattr(task, "pair_template", None))
+    paired = member.task.paired
     if paired and pairs is None:
         raise ApiError(400, "input: this model classifies text pairs: give [text, pair]s", "input")
     if pairs is not None and not paired:
@@ -368,35 +368,19 @@ async def _classify(served: Served, gen: Generation, req: ClassifyRequest):
     loop = asyncio.get_running_loop()
     job = Job(member, member.batch_key(), loop, size=len(texts), features=split.features)
     outputs = await gen.result(gen.submit(job))
-    data = [{"index": i, **row} for i, row in enumerate(_head_rows(member.task, split, outputs))]
+    data = [{"index": i, **_shown(a)} for i, a in enumerate(member.task.answers(split, outputs))]
     tokens = sum(len(f["input_ids"]) for f in split.features)
     served.metrics.tokens(member.name, tokens, 0)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return {"object": "list", "model": member.name, "data": data, "usage": usage}
 
 
-def _head_rows(task, split, outputs: list[list[Any]]) -> list[dict[str, Any]]:
-    """One answer per input, by task type (the fields `tunelab predict` writes)."""
-    kind = task.kind
-    if kind == "regression":
-        return [{"score": task.label_name(out[0])} for out in outputs]
-    if kind == "token_classification":
-        rows = []
-        for i, best in enumerate(outputs):
-            tags = task.tags_from_tokens(best, split, i)
-            rows.append({"tags": tags, "entities": task.entity_records(split, i, tags)})
-        return rows
-    labels = task.labels
-    probabilities = [{n: round(q, 6) for n, q in zip(labels, p)} for p in outputs]
-    if kind == "multi_label":
-        return [
-            {"labels": [n for n, q in zip(labels, p) if q >= 0.5], "probabilities": probs}
-            for p, probs in zip(outputs, probabilities)
-        ]
-    rows = []
-    for p, probs in zip(outputs, probabilities):
-        best = max(range(len(p)), key=p.__getitem__)
-        rows.append(
-            {"label": labels[best], "probability": round(p[best], 6), "probabilities": probs}
-        )
-    return rows
+def _shown(answer: dict[str, Any]) -> dict[str, Any]:
+    """A task's answer as /v1/classify gives it: a single label also gets its probability."""
+    if "label" in answer:
+        return {
+            "label": answer["label"],
+            "probability": answer["probabilities"][answer["label"]],
+            "probabilities": answer["probabilities"],
+        }
+    return answer

@@ -151,19 +151,9 @@ def run_generation(jobs: list[Job]) -> None:
             row.finish("length")
 
 
-#: what a task head's logits become in a /v1/classify answer, by task type: class
-#: probabilities, each label's own probability, the score, the best tag of every token
-HEAD_OUTPUTS = {
-    "classification": lambda logits: logits.softmax(-1),
-    "multi_label": lambda logits: logits.sigmoid(),
-    "regression": lambda logits: logits[:, :1],
-    "token_classification": lambda logits: logits.argmax(-1),
-}
-
-
 def run_classification(jobs: list[Job], chunk: int = 64) -> None:
-    """The head's outputs (:data:`HEAD_OUTPUTS`) for every input of a batch of /v1/classify
-    jobs, ``chunk`` inputs per forward pass (shortest first, so little goes to padding)."""
+    """The task's ``head_output`` (class probabilities, a score, tag ids...) for every input of a
+    batch of /v1/classify jobs, ``chunk`` inputs per forward pass (shortest first, so little goes to padding)."""
     import torch
 
     from tunelab.tasks.classification import model_inputs
@@ -173,7 +163,6 @@ def run_classification(jobs: list[Job], chunk: int = 64) -> None:
     feats = [f for j in jobs for f in j.features]
     owner = [j for j in jobs for _ in j.features]
     order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]))
-    head = HEAD_OUTPUTS[task.kind]
     probs: list[list[Any]] = [[] for _ in feats]
     for start in range(0, len(order), chunk):
         part = order[start : start + chunk]
@@ -181,7 +170,7 @@ def run_classification(jobs: list[Job], chunk: int = 64) -> None:
         batch = {k: v.to(group.accelerator.device) for k, v in batch.items()}
         names = _adapter_kwargs([owner[i] for i in part])
         with torch.inference_mode(), autocast(group):
-            out = head(group.model(**batch, **names).logits.float()).cpu().tolist()
+            out = task.head_output(group.model(**batch, **names).logits.float()).cpu().tolist()
         for i, p in zip(part, out):
             probs[i] = p
     at = 0

@@ -136,13 +136,13 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        start, status = time.perf_counter(), [500]
+        start, status = time.perf_counter(), 500
         started, stream, complete = False, False, False
 
         async def tracked(message):
-            nonlocal started, stream, complete
+            nonlocal status, started, stream, complete
             if message["type"] == "http.response.start":
-                status[0], started = message["status"], True
+                status, started = message["status"], True
                 kind = dict(message.get("headers") or []).get(b"content-type", b"")
                 stream = kind.startswith(b"text/event-stream")
             elif message["type"] == "http.response.body" and not message.get("more_body"):
@@ -161,14 +161,14 @@ class Guard:
             if not started:
                 await _reply(tracked, 503, body)
                 return
-            status[0] = 503  # /metrics counts a cut response as the failure it is
+            status = 503  # /metrics counts a cut response as the failure it is
             if not stream:
                 raise
             event = f"data: {json.dumps(body)}\n\n".encode()
             await send({"type": "http.response.body", "body": event, "more_body": False})
         finally:
             name = path if path in KNOWN_PATHS else "other"
-            self.metrics.observe_request(name, status[0], time.perf_counter() - start)
+            self.metrics.observe_request(name, status, time.perf_counter() - start)
 
     async def _guarded(self, scope, receive, send, path: str) -> None:
         if self.key is not None and path.startswith("/v1") and not self._authorised(scope):

@@ -63,6 +63,11 @@ class Member:
         return self.group.kind
 
     @property
+    def endpoint(self) -> str:
+        """Where requests for this model go."""
+        return "/v1/classify" if self.kind == CLASSIFICATION else "/v1/chat/completions"
+
+    @property
     def tokenizer(self):
         return self.task.tokenizer
 
@@ -80,7 +85,7 @@ class Member:
             "adapter": self.adapter is not None,
             "base_model": self.base_model,
             "labels": list(self.task.labels) if self.kind == CLASSIFICATION else None,
-            "endpoint": "/v1/classify" if self.kind == CLASSIFICATION else "/v1/chat/completions",
+            "endpoint": self.endpoint,
         }
 
 
@@ -135,10 +140,12 @@ def _group_key(run) -> str:
     """Runs with equal keys load as adapters of one base model."""
     from peft import PeftConfig
 
+    from tunelab.workflows.adapters import adapter_kind
+
     info, task = run.info, run.task
     peft_type = str(PeftConfig.from_pretrained(str(run.run_dir / rundir.MODEL)).peft_type)
-    # generation and preference runs are both language models: their adapters share a base
-    shared = {"type": _kind(task), "seq2seq": bool(info["task"].get("seq2seq"))}
+    # what AdapterSet asks of adapters side by side (an SFT and a DPO adapter are both an LM's)
+    shared: Any = adapter_kind(info["task"])
     if task.kind in HEAD_TASKS:  # one head shape: the same labels and columns
         shared = info["task"]
     return json.dumps([info["model"]["path"], peft_type, shared], sort_keys=True, default=str)
